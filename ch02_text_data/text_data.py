@@ -43,15 +43,17 @@ _NO_SPACE_AFTER = {"(", "--"}
 def _join_tokens(tokens: list[str]) -> str:
     """Join tokens into text with English spacing; straight double quotes alternate open/close."""
     parts: list[str] = []
+    prev = None  # previous token
     quote_open = False
     for token in tokens:
-        glue = not parts or token in _NO_SPACE_BEFORE or parts[-1] in _NO_SPACE_AFTER
+        glue = prev is None or token in _NO_SPACE_BEFORE or prev in _NO_SPACE_AFTER
         if token == '"':
             glue = glue or quote_open  # a closing quote sticks to the word before it
             quote_open = not quote_open
-        elif parts and parts[-1] == '"' and quote_open:
+        elif prev == '"' and quote_open:
             glue = True  # the word after an opening quote sticks to it
         parts.append(token if glue else " " + token)
+        prev = token
     return "".join(parts)
 
 
