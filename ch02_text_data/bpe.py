@@ -10,7 +10,7 @@ from typing import AbstractSet, Collection, Literal
 
 import regex  # like `re`, plus Unicode classes such as \p{L}; installed as a dependency of tiktoken
 
-ENDOFTEXT = "<|endoftext|>"
+from ch02_text_data.text_data import END_OF_TEXT  # "<|endoftext|>", the main notebook's constant
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -118,7 +118,7 @@ class BPETokenizer:
         self.cache: dict[str, list[int]] = {}  # pre-token -> its ids
 
     @classmethod
-    def train(cls, text: str, n_merges: int, special_tokens: Iterable[str] = (ENDOFTEXT,)) -> "BPETokenizer":
+    def train(cls, text: str, n_merges: int, special_tokens: Iterable[str] = (END_OF_TEXT,)) -> "BPETokenizer":
         """Learn merges from text; ids 0-255 are the bytes, then one id per merge, then the specials."""
         merges = train_bpe(text, n_merges)
         encoder = {ch: b for b, ch in bytes_to_unicode().items()}
@@ -139,7 +139,7 @@ class BPETokenizer:
             if len(pair) != 2:
                 raise ValueError(f"{vocab_bpe}, line {n}: expected two symbols separated by a space, got {line!r}")
             merges.append(pair)
-        specials = {ENDOFTEXT: encoder.pop(ENDOFTEXT)} if ENDOFTEXT in encoder else {}
+        specials = {END_OF_TEXT: encoder.pop(END_OF_TEXT)} if END_OF_TEXT in encoder else {}
         return cls(encoder, merges, specials)
 
     @property
@@ -211,7 +211,6 @@ class BPETokenizer:
 
 
 __all__ = [
-    "ENDOFTEXT",
     "bytes_to_unicode",
     "GPT2_PATTERN",
     "pretokenize",

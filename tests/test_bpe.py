@@ -13,7 +13,6 @@ from collections import Counter
 import pytest
 
 from ch02_text_data.bpe import (
-    ENDOFTEXT,
     GPT2_PATTERN,
     BPETokenizer,
     apply_merges,
@@ -32,6 +31,7 @@ from ch02_text_data.download import (
     DownloadError,
     download_file,
 )
+from ch02_text_data.text_data import END_OF_TEXT
 
 HARD_TEXTS = [
     "Hello, world!",
@@ -198,14 +198,14 @@ def test_trained_tokenizer_round_trips_and_compresses():
     text = " ".join(rng.choice(words) for _ in range(2000))
     tok = BPETokenizer.train(text, 20)
     assert len(tok.merges) == 20 and tok.vocab_size == 256 + 20 + 1
-    assert tok.special_tokens == {ENDOFTEXT: 256 + 20}
+    assert tok.special_tokens == {END_OF_TEXT: 256 + 20}
     ids = tok.encode(text)
     assert tok.decode(ids) == text
     assert len(ids) < 0.6 * len(text.encode("utf-8"))
     assert max(ids) < tok.vocab_size
     for s in HARD_TEXTS:  # unseen text falls back to bytes but still round-trips exactly
         assert tok.decode(tok.encode(s)) == s
-    assert tok.encode("cat" + ENDOFTEXT, allowed_special="all")[-1] == 256 + 20
+    assert tok.encode("cat" + END_OF_TEXT, allowed_special="all")[-1] == 256 + 20
     full = BPETokenizer.train(text, 1000)  # stops early, once every distinct pre-token is one token
     assert len(full.merges) < 1000
     assert len(full.encode(text)) == len(pretokenize(text)) == 2000  # one token per word
@@ -224,7 +224,7 @@ def test_trained_tokenizer_ids_are_bytes_then_merges():
 def test_gpt2_files_load(gpt2_tok):
     assert gpt2_tok.vocab_size == 50257
     assert len(gpt2_tok.merges) == 50000
-    assert gpt2_tok.special_tokens == {ENDOFTEXT: 50256}
+    assert gpt2_tok.special_tokens == {END_OF_TEXT: 50256}
 
 
 def test_the_verdict_matches_tiktoken(gpt2_tok, tt, verdict):
@@ -252,9 +252,9 @@ def test_random_unicode_strings_match_tiktoken(gpt2_tok, tt):
 
 def test_special_tokens_follow_tiktoken_rules(gpt2_tok, tt):
     text = "end.<|endoftext|>Start<|endoftext|><|endoftext|>"
-    for kwargs in [{"allowed_special": {ENDOFTEXT}}, {"allowed_special": "all"}, {"disallowed_special": ()}]:
+    for kwargs in [{"allowed_special": {END_OF_TEXT}}, {"allowed_special": "all"}, {"disallowed_special": ()}]:
         assert gpt2_tok.encode(text, **kwargs) == tt.encode(text, **kwargs), kwargs
-    assert gpt2_tok.encode(ENDOFTEXT, allowed_special={ENDOFTEXT}) == [50256]
+    assert gpt2_tok.encode(END_OF_TEXT, allowed_special={END_OF_TEXT}) == [50256]
     assert gpt2_tok.decode(gpt2_tok.encode(text, allowed_special="all")) == text
     with pytest.raises(ValueError, match="special token '<\\|endoftext\\|>'.*allowed_special"):
         gpt2_tok.encode(text)
@@ -310,7 +310,7 @@ def test_constructor_rejects_inconsistent_vocabularies(tmp_path):
     with pytest.raises(ValueError, match="'ab' is not in it"):
         BPETokenizer(byte_tokens, [("a", "b")])
     with pytest.raises(ValueError, match="special-token ids must differ"):
-        BPETokenizer(byte_tokens, [], {ENDOFTEXT: 65})
+        BPETokenizer(byte_tokens, [], {END_OF_TEXT: 65})
     encoder_json = tmp_path / "encoder.json"
     encoder_json.write_text(json.dumps(byte_tokens), encoding="utf-8")
     vocab_bpe = tmp_path / "vocab.bpe"
