@@ -117,7 +117,11 @@ def _encode(tokenizer, text: str) -> list[int]:
     encode = getattr(tokenizer, "encode", None)
     if not callable(encode):
         raise TypeError(f"tokenizer must have an encode(text) method, got {type(tokenizer).__name__}")
-    if "allowed_special" in inspect.signature(encode).parameters:
+    try:
+        params = inspect.signature(encode).parameters
+    except (TypeError, ValueError):  # some compiled methods have no inspectable signature
+        params = {}
+    if "allowed_special" in params:
         return list(encode(text, allowed_special={END_OF_TEXT}))
     return list(encode(text))
 

@@ -216,6 +216,22 @@ def test_dataset_allows_endoftext_with_tiktoken(gpt2):
     assert gpt2.eot_token in dataset.token_ids.tolist()
 
 
+def test_dataset_passes_allowed_special_only_to_tokenizers_that_accept_it():
+    class Recorder:
+        def encode(self, text, allowed_special=frozenset()):
+            self.allowed = allowed_special
+            return list(range(10))
+
+    class Plain:
+        def encode(self, text):
+            return list(range(10))
+
+    recorder = Recorder()
+    GPTDataset("anything", recorder, max_length=4, stride=1)
+    assert recorder.allowed == {END_OF_TEXT}
+    assert len(GPTDataset("anything", Plain(), max_length=4, stride=1)) == 6
+
+
 def test_dataset_rejects_objects_without_encode():
     with pytest.raises(TypeError, match="encode"):
         GPTDataset(STORY, object(), max_length=4, stride=1)
