@@ -1,6 +1,16 @@
-"""Chapter 2, working with text data: tokenizers, sliding-window data loaders, and the download helper."""
+"""Chapter 2, working with text data: tokenizers, sliding-window data loaders, BPE, and the download helper."""
+from . import bpe as _bpe
 from . import download as _download
 from . import text_data as _text_data
+from .bpe import (
+    GPT2_PATTERN,
+    BPETokenizer,
+    apply_merges,
+    bytes_to_unicode,
+    merge_pair,
+    pretokenize,
+    train_bpe,
+)
 from .download import (
     GPT2_ENCODER_SHA256,
     GPT2_ENCODER_URL,
@@ -24,4 +34,4 @@ from .text_data import (
     split_text,
 )
 
-__all__ = [*_text_data.__all__, *_download.__all__]
+__all__ = [*_text_data.__all__, *_bpe.__all__, *_download.__all__]
