@@ -41,7 +41,7 @@ class CausalAttention(nn.Module):
         _check_input(x, self.d_in, self.context_length)
         t = x.shape[1]
         queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)  # (batch, tokens, d_out)
-        scores = queries @ keys.transpose(1, 2) / math.sqrt(self.d_out)  # (batch, tokens, tokens)
+        scores = (queries / math.sqrt(self.d_out)) @ keys.transpose(1, 2)  # (batch, tokens, tokens)
         weights = torch.softmax(scores.masked_fill(self.mask[:t, :t], float("-inf")), dim=-1)
         return self.dropout(weights) @ values  # (batch, tokens, d_out)
 
@@ -109,7 +109,7 @@ class MultiHeadAttention(nn.Module):
         hidden = self.mask[t_k - t_q : t_k, :t_k]  # (t_q, t_k), True = future key
         if self.use_sdpa:
             return F.scaled_dot_product_attention(queries, keys, values, attn_mask=~hidden, dropout_p=p)
-        scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)  # (batch, n_heads, t_q, t_k)
+        scores = (queries / math.sqrt(self.head_dim)) @ keys.transpose(-2, -1)  # (batch, n_heads, t_q, t_k)
         weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
         return self.dropout(weights) @ values  # (batch, n_heads, t_q, head_dim)
 
