@@ -98,11 +98,11 @@ def _device_available(device_type: str) -> bool:
     return device_type == "cpu"
 
 
-def get_device(prefer: str | None = None) -> torch.device:
+def get_device(prefer: str | torch.device | None = None) -> torch.device:
     """The device to compute on: $LLMS_DEVICE if set, else `prefer`, else cuda, then mps, then cpu."""
     env = os.environ.get(DEVICE_ENV_VAR, "").strip()
     choice, source = (env, f"${DEVICE_ENV_VAR}") if env else (prefer, "get_device(prefer=...)")
-    name = (choice or "auto").strip().lower()
+    name = str(choice or "auto").strip().lower()
     if name == "auto":
         for device_type in ("cuda", "mps"):
             if _device_available(device_type):

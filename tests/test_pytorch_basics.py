@@ -254,3 +254,7 @@ def test_logistic_regression_grads_reject_mismatched_shapes():
         logistic_regression_grads(torch.zeros(4, 3), torch.zeros(4), torch.zeros(2), torch.zeros(()))
     with pytest.raises(ValueError, match="expected x"):
         logistic_regression_grads(torch.zeros(4, 3), torch.zeros(5), torch.zeros(3), torch.zeros(()))
+
+
+def test_get_device_accepts_a_torch_device():
+    assert get_device(torch.device("cpu")) == torch.device("cpu")
