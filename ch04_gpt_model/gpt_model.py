@@ -185,7 +185,11 @@ def generate_text_simple(model: nn.Module, idx: torch.Tensor, max_new_tokens: in
 class KVCache:
     """Per-layer keys and values of the tokens seen so far, each (batch, n_heads, context_length, head_dim)."""
 
-    def __init__(self, cfg: GPTConfig, batch_size: int, device=None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, cfg: GPTConfig, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         shape = (batch_size, cfg.n_heads, cfg.context_length, cfg.emb_dim // cfg.n_heads)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
@@ -210,6 +214,11 @@ def _cached_attention(att: MultiHeadAttention, x: torch.Tensor, cache: KVCache, 
 
 def forward_cached(model: GPTModel, in_idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
     """Logits (batch, t, vocab_size) for t new tokens that follow the cache.length cached ones."""
+    if in_idx.dim() != 2 or in_idx.shape[0] != cache.keys[0].shape[0]:
+        raise ValueError(
+            f"expected token ids of shape (batch={cache.keys[0].shape[0]}, tokens) to match the cache, "
+            f"got {tuple(in_idx.shape)}"
+        )
     t, start = in_idx.shape[1], cache.length
     if start + t > cache.max_length:
         raise ValueError(

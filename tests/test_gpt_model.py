@@ -291,6 +291,10 @@ def test_cache_overflow_errors_name_both_numbers():
     forward_cached(model, torch.zeros(1, 12, dtype=torch.long), cache)
     with pytest.raises(ValueError, match=r"holds 12 tokens and 5 more.*12 \+ 5 > 16"):
         forward_cached(model, torch.zeros(1, 5, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match=r"batch=1.*got \(2, 1\)"):
+        forward_cached(model, torch.zeros(2, 1, dtype=torch.long), KVCache(cfg, 1))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        KVCache(cfg, 0)
     # exactly filling the context is fine
     assert generate_text_cached(model, torch.zeros(1, 10, dtype=torch.long), 6).shape == (1, 16)
     assert torch.equal(generate_text_cached(model, torch.ones(1, 3, dtype=torch.long), 0), torch.ones(1, 3, dtype=torch.long))
