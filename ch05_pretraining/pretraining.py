@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ch03_attention import MultiHeadAttention
 from ch04_gpt_model import text_to_token_ids, token_ids_to_text
