@@ -39,6 +39,8 @@ def calc_loss_loader(
     amp_dtype: torch.dtype | None = None,
 ) -> float:
     """Average loss over the first num_batches batches of a loader (all by default); nan if it is empty."""
+    if num_batches is not None and num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1 (or None for the whole loader), got {num_batches}")
     if len(data_loader) == 0:
         return float("nan")
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
@@ -145,8 +147,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # the model inside a DistributedDataParallel wrapper
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state}, tmp)
-    os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+    try:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state}, tmp)
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+    finally:
+        tmp.unlink(missing_ok=True)  # only left if saving failed
     return path
 
 
@@ -171,6 +176,8 @@ def lr_at_step(step: int, *, peak_lr: float, total_steps: int, warmup_steps: int
         raise ValueError(f"need total_steps >= 1 and 0 <= warmup_steps <= total_steps, got {total_steps}, {warmup_steps}")
     if not 0 <= min_lr <= peak_lr:
         raise ValueError(f"need 0 <= min_lr <= peak_lr, got min_lr={min_lr}, peak_lr={peak_lr}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
     if step < warmup_steps:
         return peak_lr * (step + 1) / warmup_steps  # linear: peak_lr / warmup_steps, ..., peak_lr
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))  # 0 -> 1
@@ -190,6 +197,15 @@ class TrainConfig:
     eval_iter: int = 5  # batches per loss estimate
     amp_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 for mixed precision; None: float32
     checkpoint_every: int | None = None  # steps between checkpoints (one is always written at the end)
+
+    def __post_init__(self) -> None:
+        for name in ("num_epochs", "eval_freq", "eval_iter"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"TrainConfig.checkpoint_every must be >= 1 or None, got {self.checkpoint_every}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
 
 
 def train_model(
@@ -219,7 +235,7 @@ def train_model(
     history = {"step": [], "tokens_seen": [], "train_loss": [], "val_loss": [], "lr": []}
     step, tokens_seen, epoch_rng = 0, 0, None
     if resume:
-        state = load_checkpoint(checkpoint_path, model, optimizer, map_location=device)
+        state = load_checkpoint(checkpoint_path, model, optimizer)  # RNG states must stay on the CPU
         step, tokens_seen, history, epoch_rng = state["step"], state["tokens_seen"], state["history"], state["epoch_rng"]
         _set_rng_state(state["rng"], train_loader)
 
@@ -259,6 +275,8 @@ def train_model(
             optimizer.step()
             step += 1
             tokens_seen += input_batch.numel()
+            if step % steps_per_epoch == 0:  # let the sampler finish its epoch (it may draw random numbers at the
+                next(batches, None)  # end), so that an end-of-epoch checkpoint holds the state the next epoch starts from
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
             if step % cfg.eval_freq == 0:
