@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ch03_attention import MultiHeadAttention
 
@@ -48,13 +49,16 @@ GPT_CONFIGS: dict[str, GPTConfig] = {  # OpenAI's released sizes; their checkpoi
 class LayerNorm(nn.Module):
     """Normalize each vector over its last dimension, then apply a learned scale and shift."""
 
-    def __init__(self, emb_dim: int, eps: float = 1e-5):
+    def __init__(self, emb_dim: int, eps: float = 1e-5, fused: bool = False):
         super().__init__()
         self.eps = eps
         self.scale = nn.Parameter(torch.ones(emb_dim))
         self.shift = nn.Parameter(torch.zeros(emb_dim))
+        self.fused = fused  # True: PyTorch's one-kernel F.layer_norm, same maths (chapter 5's fast path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
         mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
         var = x.var(dim=-1, keepdim=True, unbiased=False)  # (..., 1)
         return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
@@ -63,7 +67,13 @@ class LayerNorm(nn.Module):
 class GELU(nn.Module):
     """GELU activation, tanh approximation (as GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
 
+    def __init__(self, fused: bool = False):
+        super().__init__()
+        self.fused = fused  # True: PyTorch's one-kernel F.gelu(approximate="tanh"), same formula
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.gelu(x, approximate="tanh")
         return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 

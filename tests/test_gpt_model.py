@@ -298,3 +298,21 @@ def test_cache_overflow_errors_name_both_numbers():
     # exactly filling the context is fine
     assert generate_text_cached(model, torch.zeros(1, 10, dtype=torch.long), 6).shape == (1, 16)
     assert torch.equal(generate_text_cached(model, torch.ones(1, 3, dtype=torch.long), 0), torch.ones(1, 3, dtype=torch.long))
+
+
+def test_fused_layer_norm_and_gelu_match_the_hand_written_forms():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    ln = LayerNorm(16)
+    with torch.no_grad():
+        ln.scale.normal_(), ln.shift.normal_()
+    for module in (ln, GELU()):
+        assert module.fused is False
+        plain = module(x)
+        (grad_plain,) = torch.autograd.grad(plain.sum(), x)
+        module.fused = True
+        fused = module(x)
+        (grad_fused,) = torch.autograd.grad(fused.sum(), x)
+        torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grad_fused, grad_plain, atol=1e-4, rtol=1e-4)
+    assert LayerNorm(4, fused=True).fused and GELU(fused=True).fused
