@@ -7,8 +7,8 @@ cross-entropy, backward, AdamW step) and reports tokens/s, the peak memory and t
   a   plain: ch04's GPTModel as built (separate output head, 163M parameters), float32, the
       hand-written attention, torch.optim.AdamW with PyTorch's default implementation (a for-loop
       over the parameters on the CPU), loss from calc_loss_batch(..., amp_dtype=None)
-  b   course fast path on the same model: use_fast_attention(model) (SDPA in every attention
-      module), autocast in autocast_dtype(device) (bfloat16 where the hardware has it),
+  b   course fast path on the same model: use_fused_kernels(model) (SDPA in every attention
+      module, F.layer_norm and F.gelu in every LayerNorm and GELU), autocast in autocast_dtype(device) (bfloat16 where the hardware has it),
       AdamW(fused=True), loss from calc_loss_batch(..., amp_dtype)
   bt  b with the output head tied to the token embedding (ch04's tie_weights): 124M parameters, the
       same parameter set as transformers' GPT-2
@@ -64,7 +64,7 @@ import torch
 import torch.nn as nn
 
 from ch04_gpt_model import GPT_CONFIGS, GPTConfig, GPTModel, tie_weights
-from ch05_pretraining import autocast_dtype, calc_loss_batch, course_to_hf_state_dict, use_fast_attention
+from ch05_pretraining import autocast_dtype, calc_loss_batch, course_to_hf_state_dict, use_fused_kernels
 
 try:
     import psutil
@@ -189,7 +189,7 @@ def build_path(path: str, cfg: GPTConfig, seed: int, device: torch.device) -> tu
     model = model.to(device).train()
     fast = path != "a"
     if fast and path != "c":
-        use_fast_attention(model)
+        use_fused_kernels(model)
     fused = fast and device.type in ("cpu", "cuda")  # as in ch05: fused AdamW where PyTorch has the kernel
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1, **({"fused": True} if fused else {}))
     return model, optimizer

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ch03_attention import MultiHeadAttention
-from ch04_gpt_model import text_to_token_ids, token_ids_to_text
+from ch04_gpt_model import GELU, LayerNorm, text_to_token_ids, token_ids_to_text
 
 
 def calc_loss_batch(
@@ -298,11 +298,13 @@ def train_model(
     return history
 
 
-def use_fast_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Switch every MultiHeadAttention in model to PyTorch's fused scaled_dot_product_attention (same maths)."""
+def use_fused_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Run attention, layer norms and GELUs in PyTorch's fused kernels (same maths, fewer passes over memory)."""
     for module in model.modules():
         if isinstance(module, MultiHeadAttention):
             module.use_sdpa = enabled
+        elif isinstance(module, (LayerNorm, GELU)):
+            module.fused = enabled
     return model
 
 
@@ -329,6 +331,6 @@ __all__ = [
     "lr_at_step",
     "TrainConfig",
     "train_model",
-    "use_fast_attention",
+    "use_fused_kernels",
     "autocast_dtype",
 ]

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ch05_pretraining.pretraining as pretraining
 from ch02_text_data import THE_VERDICT_SHA256, THE_VERDICT_URL, create_dataloader, download_file
 from ch03_attention import MultiHeadAttention
-from ch04_gpt_model import GPTConfig, GPTModel, generate_text_simple, text_to_token_ids, token_ids_to_text
+from ch04_gpt_model import GELU, GPTConfig, GPTModel, LayerNorm, generate_text_simple, text_to_token_ids, token_ids_to_text
 from ch05_pretraining import (
     TrainConfig,
     autocast_dtype,
@@ -30,7 +30,7 @@ from ch05_pretraining import (
     lr_at_step,
     save_checkpoint,
     train_model,
-    use_fast_attention,
+    use_fused_kernels,
 )
 
 TRAIN_CHARS, VAL_CHARS = 800, 500  # 800 characters -> 24 windows of 32 -> 6 batches of 4 per epoch
@@ -702,21 +702,24 @@ def test_train_config_defaults():
 # --- fast path ------------------------------------------------------------------------------------------
 
 
-def test_use_fast_attention_flips_every_attention_module():
+def test_use_fused_kernels_flips_every_attention_norm_and_gelu():
     model = make_model(tiny_cfg(n_layers=3))
     attention = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    fusable = [m for m in model.modules() if isinstance(m, (LayerNorm, GELU))]
     assert len(attention) == 3 and not any(m.use_sdpa for m in attention)
-    assert use_fast_attention(model) is model and all(m.use_sdpa for m in attention)
-    assert use_fast_attention(Wrapper(model), enabled=False).module is model  # reaches inside wrappers
-    assert not any(m.use_sdpa for m in attention)
+    assert len(fusable) == 3 * 3 + 1 and not any(m.fused for m in fusable)  # 2 norms + 1 GELU per block, final norm
+    assert use_fused_kernels(model) is model and all(m.use_sdpa for m in attention)
+    assert all(m.fused for m in fusable)
+    assert use_fused_kernels(Wrapper(model), enabled=False).module is model  # reaches inside wrappers
+    assert not any(m.use_sdpa for m in attention) and not any(m.fused for m in fusable)
 
 
-def test_sdpa_in_float32_matches_the_plain_path():
+def test_fused_kernels_in_float32_match_the_plain_path():
     model = make_model(tiny_cfg()).eval()
     x, y = random_batch(61, batch=4, tokens=32)
     with torch.no_grad():
         plain_logits, plain_loss = model(x), calc_loss_batch(x, y, model, "cpu")
-        use_fast_attention(model)
+        use_fused_kernels(model)
         torch.testing.assert_close(model(x), plain_logits, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(calc_loss_batch(x, y, model, "cpu"), plain_loss, rtol=1e-5, atol=1e-5)
 
@@ -726,7 +729,7 @@ def test_fast_path_matches_float32_within_bfloat16_rounding():
     x, y = random_batch(61, batch=4, tokens=32)
     with torch.no_grad():
         plain_logits, plain_loss = model(x), calc_loss_batch(x, y, model, "cpu")
-        use_fast_attention(model)
+        use_fused_kernels(model)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             fast_logits = model(x)
         fast_loss = calc_loss_batch(x, y, model, "cpu", amp_dtype=torch.bfloat16)
@@ -739,7 +742,7 @@ def test_fast_path_matches_float32_within_bfloat16_rounding():
 def test_training_on_the_fast_path_tracks_the_plain_path(data):
     def run(fast: bool):
         torch.manual_seed(0)
-        model = use_fast_attention(GPTModel(tiny_cfg(data.vocab_size)), enabled=fast)
+        model = use_fused_kernels(GPTModel(tiny_cfg(data.vocab_size)), enabled=fast)
         optimizer = torch.optim.AdamW(model.parameters(), weight_decay=0.1)
         cfg = TrainConfig(**{**TRAIN, "eval_freq": 1, "amp_dtype": torch.bfloat16 if fast else None})
         loader = train_loader_for(data, shuffle=False)
