@@ -1,0 +1,295 @@
+"""Tests of the pretraining command line `python -m ch05_pretraining` (ch05_pretraining/cli.py).
+
+Most runs call main() in this process (fast); one runs `python -m ch05_pretraining` and one runs it under
+torchrun with two CPU processes (gloo). All use --smoke (a two-layer model, a few steps), a synthetic text
+written by the test and --out in a temporary folder: no network, nothing written into the repository.
+"""
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ch05_pretraining.cli as cli
+from ch05_pretraining import load_gpt2
+from ch05_pretraining.cli import DATA_DIR, DEFAULT_OUT, SMOKE_DEFAULTS, main, parse_args
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """A tiny model trains fastest on one thread; more only contend with whatever else the CPU runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_device_override(monkeypatch):
+    monkeypatch.setenv("LLMS_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    """About 1,500 words (~1,800 GPT-2 tokens): enough windows of 32 tokens for two processes' batches."""
+    rng = random.Random(0)
+    words = "the a painter wife picture studio gallery said his her money fame quiet brush light".split()
+    text = " ".join(rng.choice(words) + rng.choice(["", "", "", ",", "."]) for _ in range(1500))
+    path = tmp_path_factory.mktemp("text") / "story.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    """main(argv) in this process: (exit status, stdout, stderr); argparse errors give their SystemExit code."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main(argv)
+        except SystemExit as exc:
+            status = exc.code
+    return status, out.getvalue(), err.getvalue()
+
+
+def smoke_args(text_file: Path, out: Path, *extra: str) -> list[str]:
+    return ["--smoke", "--text", str(text_file), "--out", str(out), "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(text_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    status, stdout, stderr = run_main(smoke_args(text_file, out))
+    assert status == 0, stderr
+    return out, stdout
+
+
+def state_step(out: Path) -> int:
+    return torch.load(out / "train_state.pt", weights_only=True)["step"]
+
+
+# --- a smoke run and its checkpoint ----------------------------------------------------------------------
+
+
+def test_smoke_run_writes_an_hf_checkpoint_that_course_and_transformers_load_alike(smoke_run):
+    out, stdout = smoke_run
+    assert {"config.json", "model.safetensors", "train_state.pt", "run_args.json"} <= {p.name for p in out.iterdir()}
+    assert state_step(out) == SMOKE_DEFAULTS["stop_at_step"]
+    model = load_gpt2(out)
+    assert (model.cfg.emb_dim, model.cfg.n_layers, model.cfg.n_heads) == (64, 2, 4)
+    assert model.cfg.context_length == SMOKE_DEFAULTS["context_length"]
+
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model(ids), hf(ids).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_smoke_run_trained_and_says_where_the_model_is(smoke_run):
+    out, stdout = smoke_run
+    init = torch.load(out / "train_state.pt", weights_only=True)
+    assert init["history"]["step"] == [2, 4]  # --smoke: evaluation every 2 steps, stop at step 4
+    assert all(math.isfinite(v) for v in init["history"]["train_loss"] + init["history"]["val_loss"])
+    assert f"load_gpt2({str(out)!r})" in stdout
+    assert "sample: Every effort moves you" in stdout
+    assert "world size 1" in stdout
+
+
+def test_smoke_run_learned_something(smoke_run, text_file, tmp_path):
+    """The saved weights differ from the initial ones (same seed, stopped before the first step)."""
+    out, _ = smoke_run
+    trained = load_file(out / "model.safetensors")
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--lr", "1e-12", "--min-lr", "0", "--stop-at-step", "1"))
+    assert status == 0, err
+    barely = load_file(tmp_path / "model.safetensors")
+    assert trained.keys() == barely.keys()
+    assert not torch.equal(trained["transformer.wte.weight"], barely["transformer.wte.weight"])
+
+
+def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(smoke_run, text_file, tmp_path, monkeypatch):
+    out, _ = smoke_run
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--stop-at-step", "2"))  # interrupted at step 2
+    assert status == 0, err
+    assert state_step(tmp_path) == 2
+
+    steps_taken = []
+    real_train_model = cli.train_model
+
+    def counting_train_model(model, train_loader, val_loader, optimizer, *args, **kwargs):
+        optimizer.register_step_post_hook(lambda *_: steps_taken.append(1))
+        return real_train_model(model, train_loader, val_loader, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "train_model", counting_train_model)
+    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--resume"))  # on to step 4
+    assert status == 0, err
+    assert "resuming from" in stdout
+    assert len(steps_taken) == 2  # steps 3 and 4 only: it went on from the checkpoint
+    assert state_step(tmp_path) == 4
+    uninterrupted, resumed = load_file(out / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    assert uninterrupted.keys() == resumed.keys()
+    for name in uninterrupted:
+        assert torch.equal(uninterrupted[name], resumed[name]), name
+    full = torch.load(out / "train_state.pt", weights_only=True)["history"]
+    assert torch.load(tmp_path / "train_state.pt", weights_only=True)["history"] == full
+
+
+def test_resume_refuses_a_run_with_other_settings(smoke_run, text_file):
+    out, _ = smoke_run
+    before = (out / "train_state.pt").stat().st_mtime_ns
+    status, _, err = run_main(smoke_args(text_file, out, "--resume", "--lr", "1e-3"))
+    assert status == 2
+    assert "other settings" in err and "lr: 0.0005 then, 0.001 now" in err
+    assert (out / "train_state.pt").stat().st_mtime_ns == before  # nothing overwritten
+
+
+def test_plain_float32_tied_run_without_validation(text_file, tmp_path):
+    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--no-fast", "--tie-weights", "--val-fraction", "0",
+                                              "--stop-at-step", "2"))
+    assert status == 0, err
+    assert "fast path: off (autocast None, fused AdamW False)" in stdout
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is True
+    model = load_gpt2(tmp_path)
+    assert model.out_head.weight is model.tok_emb.weight
+    history = torch.load(tmp_path / "train_state.pt", weights_only=True)["history"]
+    assert math.isnan(history["val_loss"][0]) and math.isfinite(history["train_loss"][0])
+
+
+def test_init_from_a_checkpoint_folder_continues_pretraining(smoke_run, text_file, tmp_path):
+    out, _ = smoke_run
+    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--init-from", str(out), "--stop-at-step", "2"))
+    assert status == 0, err
+    assert f"model: {out}" in stdout
+    start, continued = load_gpt2(out), load_gpt2(tmp_path)
+    assert continued.cfg == start.cfg
+    assert not torch.equal(continued.tok_emb.weight, start.tok_emb.weight)
+
+
+def test_default_text_is_the_verdict_in_the_package_data_folder(text_file, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(url, dest, **kwargs):
+        calls.append((url, Path(dest), kwargs.get("sha256")))
+        return text_file
+
+    monkeypatch.setattr(cli, "download_file", fake_download)
+    status, _, err = run_main(["--smoke", "--out", str(tmp_path), "--no-progress", "--stop-at-step", "1"])
+    assert status == 0, err
+    assert calls == [(cli.THE_VERDICT_URL, DATA_DIR, cli.THE_VERDICT_SHA256)]
+    assert DATA_DIR == ROOT / "ch05_pretraining" / "data"
+
+
+# --- options ---------------------------------------------------------------------------------------------
+
+
+def test_defaults_match_the_chapter_run_and_live_in_the_package_folder():
+    args = parse_args([])
+    assert (args.model, args.context_length, args.batch_size, args.epochs) == ("gpt2", 256, 2, 10)
+    assert (args.lr, args.min_lr, args.warmup_steps, args.grad_clip, args.val_fraction) == (5e-4, 5e-5, 9, 1.0, 0.1)
+    assert args.fast and not args.resume and args.init_from == "scratch"
+    assert args.out == DEFAULT_OUT == ROOT / "ch05_pretraining" / "checkpoints" / "gpt2-verdict"
+
+
+def test_smoke_sets_its_defaults_but_explicit_options_win():
+    args = parse_args(["--smoke", "--batch-size", "8"])
+    assert (args.model, args.context_length, args.stop_at_step) == ("tiny", 32, SMOKE_DEFAULTS["stop_at_step"])
+    assert args.batch_size == 8
+
+
+# --- bad input: a clear message and a non-zero exit, no traceback ---------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--text", "no/such/file.txt"], "--text no/such/file.txt: no such file"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--val-fraction", "1"], "--val-fraction must be in [0, 1)"),
+    (["--lr", "1e-4", "--min-lr", "1e-3"], "0 <= --min-lr <= --lr"),
+    (["--model", "gpt2", "--init-from", "gpt2"], "exclude each other"),
+    (["--model", "gpt5"], "invalid choice: 'gpt5'"),
+])
+def test_bad_options_exit_with_status_2_and_say_why(argv, message, tmp_path):
+    status, _, err = run_main([*argv, "--out", str(tmp_path)])
+    assert status == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    status, _, err = run_main(["--smoke", "--resume", "--out", str(tmp_path)])
+    assert status == 2
+    assert f"no checkpoint at {tmp_path / 'train_state.pt'}" in err
+
+
+def test_text_too_short_for_one_batch(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Every effort moves you. " * 10, encoding="utf-8")  # ~50 tokens, one window of 32 at most
+    status, _, err = run_main(smoke_args(short, tmp_path / "out"))
+    assert status == 2
+    assert "too short for one batch of --batch-size 4 windows of --context-length 32" in err
+    assert not (tmp_path / "out" / "train_state.pt").exists()
+
+
+def test_validation_part_too_short(text_file, tmp_path):
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--val-fraction", "0.005"))
+    assert status == 2
+    assert "validation part" in err and "--val-fraction 0" in err
+
+
+def test_empty_text_and_context_beyond_the_init_model(smoke_run, text_file, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    status, _, err = run_main(smoke_args(empty, tmp_path / "a"))
+    assert status == 2 and "is empty" in err
+    out, _ = smoke_run
+    status, _, err = run_main(smoke_args(text_file, tmp_path / "b", "--init-from", str(out), "--context-length", "64"))
+    assert status == 2 and "exceeds the 32 positions" in err
+
+
+# --- as a program: python -m, and torchrun with two gloo processes ------------------------------------
+
+
+def run_program(args: list[str], torchrun: bool = False) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else [sys.executable]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMS_DEVICE": "cpu"}
+    result = subprocess.run(launcher + ["-m", "ch05_pretraining", *args], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def steps_per_epoch(stdout: str) -> tuple[int, int]:
+    """(training windows, steps per epoch and process) from the run's summary line."""
+    match = re.search(r"(\d+) training windows .* (\d+) steps per epoch", stdout)
+    assert match, stdout
+    return int(match[1]), int(match[2])
+
+
+def test_python_dash_m_smoke_run(text_file, tmp_path):
+    result = run_program(["--smoke", "--text", str(text_file), "--out", str(tmp_path / "run")])
+    assert "saved the model to" in result.stdout
+    windows, steps = steps_per_epoch(result.stdout)
+    assert steps == windows // SMOKE_DEFAULTS["batch_size"]
+    assert load_gpt2(tmp_path / "run").cfg.n_layers == 2
+
+
+def test_torchrun_two_gloo_processes(text_file, tmp_path):
+    out = tmp_path / "ddp"
+    result = run_program(["--smoke", "--text", str(text_file), "--out", str(out), "--no-progress"], torchrun=True)
+    assert result.stdout.count("world size 2, backend gloo") == 1  # only rank 0 prints
+    assert result.stdout.count("saved the model to") == 1
+    windows, steps = steps_per_epoch(result.stdout)
+    assert steps == math.ceil(windows / 2) // SMOKE_DEFAULTS["batch_size"]  # each process trains on half
+    assert state_step(out) == SMOKE_DEFAULTS["stop_at_step"]
+    assert json.loads((out / "run_args.json").read_text())["world_size"] == 2
+    model = load_gpt2(out)
+    assert model.cfg.context_length == SMOKE_DEFAULTS["context_length"]
