@@ -73,7 +73,7 @@ except ImportError:  # pragma: no cover - psutil is optional
 
 PATHS = {
     "a": "course GPTModel (untied), float32, hand-written attention, AdamW default",
-    "b": "course GPTModel (untied), SDPA + autocast + fused AdamW (ch05 fast path)",
+    "b": "course GPTModel (untied), use_fused_kernels (SDPA, fused LayerNorm and GELU) + autocast + fused AdamW (ch05 fast path)",
     "bt": "course GPTModel tied (tie_weights), same fast path as b",
     "c": "transformers GPT2LMHeadModel (tied), SDPA + autocast + fused AdamW",
 }
