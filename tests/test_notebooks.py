@@ -49,3 +49,12 @@ def test_export_cells_only_in_notebooks_the_export_tool_knows(path):
     has_export = any("".join(c["source"]).split("\n", 1)[0].strip() == EXPORT_MARK for c in code_cells(path))
     known = path.relative_to(ROOT).as_posix() in {nb for nb, _ in EXPORTS}
     assert has_export == known, "a notebook has # export cells exactly when tools/export_modules.py maps it"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_names_the_python3_kernel(path):
+    # Without a kernelspec JupyterLab asks for a kernel and marks the notebook modified on open.
+    metadata = json.loads(path.read_text(encoding="utf-8"))["metadata"]
+    assert metadata.get("kernelspec", {}).get("name") == "python3", "metadata.kernelspec must name python3"
+    assert metadata["kernelspec"].get("language") == "python" and metadata["kernelspec"].get("display_name")
+    assert metadata.get("language_info", {}).get("name") == "python", "metadata.language_info.name must be python"
