@@ -3,9 +3,14 @@
 Hand-written infrastructure (not generated from a notebook). One public function,
 `download_file`, used by every chapter that needs a file from the internet:
 
+* `download_file(url, dest_dir)` always treats dest_dir as a directory (created with its parents
+  when missing) and writes dest_dir / name, where name is `filename` if given, else the URL's
+  basename (percent-decoded); a name with a path separator, '.', '..', NUL or nothing at all is
+  refused, so no URL can make it write outside dest_dir;
 * a destination that already holds a valid file is returned at once (no network);
 * if the environment variable `LLMS_DATA_MIRROR` names a directory that holds the URL's
-  basename (directly or in an immediate subdirectory), the file is copied from there instead;
+  basename (directly or in an immediate subdirectory; `filename` when the URL has no usable
+  basename), the file is copied from there instead; the lookup never leaves that directory;
 * otherwise the file is streamed over HTTP(S) with urllib (which honours `HTTP(S)_PROXY`)
   into a temporary file next to the destination, with a tqdm progress bar and retries;
 * the SHA-256 is checked when known, and only then is the file renamed into place, so no
@@ -66,26 +71,28 @@ class _TruncatedBody(Exception):
 
 def download_file(
     url: str,
-    dest: str | os.PathLike[str] | None = None,
+    dest_dir: str | os.PathLike[str] | None = ".",
     *,
+    filename: str | None = None,
     sha256: str | None = None,
     retries: int = 3,
     timeout: float = 30.0,
     progress: bool = True,
 ) -> Path:
-    """Fetch url to dest (a file path, or a directory to put basename(url) in; default: cwd)."""
-    name = _url_basename(url)
+    """Fetch url into the directory dest_dir (created if missing) as filename (default: the URL's basename)."""
+    url_name = _url_basename(url, required=filename is None)
+    name = _check_filename(filename, "filename") if filename is not None else url_name
     expected = _check_sha256(sha256)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
         raise ValueError(f"retries must be an integer >= 1 (the number of attempts), got {retries!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
-    target = _resolve_dest(dest, name)
+    target = _target_path(dest_dir, name)
     if _is_valid(target, expected):
         return target
 
-    mirror_file = _find_in_mirror(name)
+    mirror_file = _find_in_mirror(url_name or name)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temp(target)
     try:
@@ -113,16 +120,34 @@ def download_file(
     return target
 
 
-def _url_basename(url: str) -> str:
-    """Return the last path segment of an http(s) URL, or raise ValueError."""
+def _url_basename(url: str, *, required: bool = True) -> str | None:
+    """Return the percent-decoded last path segment of an http(s) URL (None if unusable and not required)."""
     if not isinstance(url, str):
         raise ValueError(f"url must be a string, got {type(url).__name__}")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
     name = unquote(parts.path.rsplit("/", 1)[-1])
+    try:
+        return _check_filename(name, f"the file name at the end of url {url!r}")
+    except ValueError as err:
+        if not required:
+            return None
+        raise ValueError(f"{err}; pass filename='...' to name the local file yourself") from None
+
+
+def _check_filename(name: str, what: str) -> str:
+    """Return name if it is a plain file name (no path separator, not '.' or '..', no NUL), else raise ValueError."""
+    if not isinstance(name, str):
+        raise ValueError(f"{what} must be a string, got {type(name).__name__}")
     if not name or name in (".", ".."):
-        raise ValueError(f"url must end in a file name (its basename names the file), got {url!r}")
+        raise ValueError(f"{what} must be a file name, got {name!r}")
+    bad = [c for c in ("/", "\\", "\0") if c in name]
+    if bad:
+        raise ValueError(
+            f"{what} must be a plain file name without {' or '.join(map(repr, bad))}, got {name!r}: "
+            "a path would let the download write outside its directory"
+        )
     return name
 
 
@@ -136,14 +161,18 @@ def _check_sha256(sha256: str | None) -> str | None:
     return digest
 
 
-def _resolve_dest(dest: str | os.PathLike[str] | None, name: str) -> Path:
-    """Return the final file path: dest itself, or dest/name when dest is a directory."""
-    if dest is None:
-        return Path.cwd() / name
-    path = Path(dest)
-    if path.is_dir() or str(dest).endswith(("/", os.sep)):
-        return path / name
-    return path
+def _target_path(dest_dir: str | os.PathLike[str] | None, name: str) -> Path:
+    """Return dest_dir / name; raise if dest_dir is an existing file or name would leave dest_dir."""
+    directory = Path.cwd() if dest_dir is None else Path(dest_dir)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(
+            f"dest_dir {str(directory)!r} is a file, but download_file saves into a directory: pass the "
+            f"directory to put {name!r} in (and filename='...' to choose the file's name)"
+        )
+    target = directory / name
+    if target.parent != directory or target.name != name:  # e.g. a drive letter ("C:x") on Windows
+        raise ValueError(f"file name {name!r} is not a plain file name inside {str(directory)!r}")
+    return target
 
 
 def _is_valid(path: Path, expected: str | None) -> bool:
@@ -171,16 +200,21 @@ def _mirror_dir() -> Path | None:
 
 
 def _find_in_mirror(name: str) -> Path | None:
-    """Return the mirror's copy of name (at its top level or one directory down), if any."""
+    """Return the mirror's copy of name (at its top level or one directory down), if any; never outside it."""
     mirror = _mirror_dir()
     if mirror is None:
         return None
-    if (mirror / name).is_file():
-        return mirror / name
-    for sub in sorted(p for p in mirror.iterdir() if p.is_dir()):
-        if (sub / name).is_file():
-            return sub / name
+    _check_filename(name, "mirror file name")  # a bare name: joined to a folder, it cannot climb out
+    for folder in [mirror, *sorted(p for p in mirror.iterdir() if p.is_dir())]:
+        if (folder / name).is_file() and _inside(mirror, folder / name):
+            return folder / name
     return None
+
+
+def _inside(mirror: Path, path: Path) -> bool:
+    """Say whether path, symlinks resolved, lies in mirror or one of its immediate subdirectories."""
+    root, real = mirror.resolve(), path.resolve()
+    return real.parent == root or real.parent.parent == root
 
 
 def _create_temp(target: Path) -> Path:

@@ -156,11 +156,60 @@ def test_download_verifies_and_leaves_no_temp_files(server: Server, tmp_path: Pa
 
 
 def test_destination_forms(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    explicit = download_file(server.url(), tmp_path / "new" / "renamed.bin", progress=False)
+    explicit = download_file(server.url(), tmp_path / "new", filename="renamed.bin", progress=False)
     assert explicit == tmp_path / "new" / "renamed.bin" and explicit.read_bytes() == BODY
     monkeypatch.chdir(tmp_path)
     default = download_file(server.url("other.bin"), progress=False)
-    assert default == tmp_path / "other.bin" and default.read_bytes() == BODY
+    assert default.resolve() == tmp_path / "other.bin" and default.read_bytes() == BODY
+    slash = download_file(server.url("third.bin"), "sub/", progress=False)  # the notebooks' form
+    assert slash == Path("sub", "third.bin") and slash.read_bytes() == BODY
+
+
+def test_missing_dest_dir_without_slash_becomes_a_directory(server: Server, tmp_path: Path) -> None:
+    # A fresh clone has no ch05_pretraining/data: Path("data") used to become a FILE named data.
+    dest = tmp_path / "a" / "data"
+    path = download_file(server.url(), dest, sha256=BODY_SHA, progress=False)
+    assert dest.is_dir() and path == dest / "data.bin" and path.read_bytes() == BODY
+    assert names(dest) == ["data.bin"]
+
+
+def test_dest_dir_that_is_a_file_is_refused(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "data").write_bytes(b"a file, not a directory")
+    with pytest.raises(NotADirectoryError, match="is a file.*filename="):
+        download_file(server.url(), tmp_path / "data", progress=False)
+    assert (tmp_path / "data").read_bytes() == b"a file, not a directory"
+    assert server.requests == []
+
+
+# 1b. Path traversal: no URL and no filename may write outside dest_dir -------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["..%2F..%2Fescaped.txt", "..%2fescaped.txt", "..%5C..%5Cescaped.txt", "sub%2Fescaped.txt", "..", "%2E%2E",
+             "escaped%00.txt"],
+)
+def test_url_basename_that_decodes_to_a_path_is_refused(name: str, server: Server, tmp_path: Path) -> None:
+    dest = tmp_path / "a" / "b"
+    dest.mkdir(parents=True)
+    with pytest.raises(ValueError, match="file name"):
+        download_file(server.url(name), dest, progress=False)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b"]
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("filename", ["../escaped.txt", "sub/x.txt", "..\\escaped.txt", "..", ".", "", "x\0y"])
+def test_filename_that_is_a_path_is_refused(filename: str, server: Server, tmp_path: Path) -> None:
+    dest = tmp_path / "a"
+    dest.mkdir()
+    with pytest.raises(ValueError, match="file name"):
+        download_file(server.url(), dest, filename=filename, progress=False)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a"]
+    assert server.requests == []
+
+
+def test_filename_names_a_url_without_a_usable_basename(server: Server, tmp_path: Path) -> None:
+    path = download_file(server.url("..%2Fdata.bin"), tmp_path, filename="safe.bin", progress=False)
+    assert path == tmp_path / "safe.bin" and names(tmp_path) == ["safe.bin"]
 
 
 def test_progress_bar_uses_content_length(
@@ -266,6 +315,35 @@ def test_mirror_file_with_wrong_checksum(
     with pytest.raises(DownloadError, match="wrong SHA-256") as info:
         download_file(closed_port_url, out, sha256=BODY_SHA, progress=False)
     assert str(mirror / "data.bin") in str(info.value)
+    assert names(out) == []
+
+
+def test_mirror_lookup_cannot_climb_out_of_the_mirror(
+    closed_port_url: str, no_network: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "secret.txt").write_text("outside the mirror")
+    (tmp_path / "mirror").mkdir()
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "mirror"))
+    out = tmp_path / "a" / "out"
+    url = closed_port_url.replace("data.bin", "..%2Fsecret.txt")
+    with pytest.raises(ValueError, match="without '/'"):
+        download_file(url, out, progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+def test_mirror_ignores_a_subdirectory_linked_from_outside(
+    closed_port_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data.bin").write_bytes(BODY)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "linked").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv(MIRROR_ENV, str(mirror))
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError, match="has no such file"):  # not in the mirror: the network is tried
+        download_file(closed_port_url, out, retries=1, progress=False)
     assert names(out) == []
 
 
