@@ -25,14 +25,20 @@ def logistic_regression_grads(
     return x.T @ dz, dz.sum()          # (d_in,), ()
 
 
+def check_positive_int(name: str, value) -> int:
+    """Return value if it is an int >= 1 (not a bool), else raise a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 class MLP(nn.Module):
     """A multilayer perceptron: two hidden ReLU layers of width n_hidden, then one logit per output."""
 
     def __init__(self, n_inputs: int, n_hidden: int, n_outputs: int) -> None:
         super().__init__()
         for name, value in [("n_inputs", n_inputs), ("n_hidden", n_hidden), ("n_outputs", n_outputs)]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         self.layers = nn.Sequential(
             nn.Linear(n_inputs, n_hidden),
             nn.ReLU(),
@@ -179,6 +185,7 @@ def train(
 
 __all__ = [
     "logistic_regression_grads",
+    "check_positive_int",
     "MLP",
     "count_parameters",
     "make_toy_data",

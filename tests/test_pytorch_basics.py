@@ -9,6 +9,7 @@ from appendix_pytorch import (
     MLP,
     ToyDataset,
     accuracy,
+    check_positive_int,
     count_parameters,
     evaluate,
     get_device,
@@ -26,10 +27,6 @@ def _no_device_override(monkeypatch):
 
 
 # --- get_device ---------------------------------------------------------------------------------
-
-def test_env_var_name_is_the_documented_one():
-    assert DEVICE_ENV_VAR == "LLMS_DEVICE"
-
 
 def test_auto_choice_follows_cuda_then_mps_then_cpu():
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -92,8 +89,22 @@ def test_count_parameters_skips_frozen_ones():
 
 @pytest.mark.parametrize("args", [(0, 4, 2), (2, -1, 2), (2, 4, 0), (2.0, 4, 2), (True, 4, 2)])
 def test_mlp_rejects_bad_sizes(args):
-    with pytest.raises(ValueError, match="must be a positive int"):
+    with pytest.raises(ValueError, match="must be a positive integer"):
         MLP(*args)
+
+
+# --- check_positive_int ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [1, 5, 10**12])
+def test_check_positive_int_returns_the_value(value):
+    assert check_positive_int("size", value) is value
+
+
+@pytest.mark.parametrize("value", [True, False, 0, -1, 1.0, "3", None, 2.5])
+def test_check_positive_int_rejects_non_positive_ints_naming_the_argument(value):
+    with pytest.raises(ValueError) as err:
+        check_positive_int("batch_size", value)
+    assert str(err.value) == f"batch_size must be a positive integer, got {value!r}"
 
 
 # --- toy data -----------------------------------------------------------------------------------
