@@ -10,6 +10,8 @@ import tiktoken
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from appendix_pytorch import check_positive_int
+
 
 END_OF_TEXT = "<|endoftext|>"  # separates unrelated documents
 UNK_TOKEN = "<|unk|>"  # stands for any word the vocabulary does not know
@@ -107,11 +109,6 @@ class SimpleTokenizerWithUnk(SimpleTokenizer):
         return self.str_to_id.get(token, self.unk_id)
 
 
-def _check_positive_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _encode(tokenizer, text: str) -> list[int]:
     """Encode text, allowing <|endoftext|> where the tokenizer's encode has `allowed_special`."""
     encode = getattr(tokenizer, "encode", None)
@@ -130,8 +127,8 @@ class GPTDataset(Dataset):
     """Sliding windows over a tokenized text; item i is (input_ids, target_ids), shifted by one."""
 
     def __init__(self, text: str, tokenizer, max_length: int, stride: int):
-        _check_positive_int(max_length, "max_length")
-        _check_positive_int(stride, "stride")
+        check_positive_int("max_length", max_length)
+        check_positive_int("stride", stride)
         token_ids = _encode(tokenizer, text)
         if len(token_ids) < max_length + 1:
             raise ValueError(
@@ -165,7 +162,7 @@ def create_dataloader(
     generator: torch.Generator | None = None,
 ) -> DataLoader:
     """Tokenize text (GPT-2 BPE by default) and batch its sliding windows as (inputs, targets)."""
-    _check_positive_int(batch_size, "batch_size")
+    check_positive_int("batch_size", batch_size)
     if tokenizer is None:
         tokenizer = tiktoken.get_encoding("gpt2")
     dataset = GPTDataset(text, tokenizer, max_length, stride)
