@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from appendix_pytorch import check_positive_int
+
 
 def causal_mask(context_length: int) -> torch.Tensor:
     """Boolean (context_length, context_length) mask, True where a key lies in the query's future."""
@@ -53,6 +55,7 @@ class MultiHeadAttentionWrapper(nn.Module):
         self, d_in: int, d_out: int, context_length: int, n_heads: int, drop_rate: float = 0.0, qkv_bias: bool = False
     ):
         super().__init__()
+        check_positive_int("n_heads", n_heads)
         if d_out % n_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by n_heads ({n_heads})")
         self.heads = nn.ModuleList(
@@ -77,6 +80,7 @@ class MultiHeadAttention(nn.Module):
         use_sdpa: bool = False,
     ):
         super().__init__()
+        check_positive_int("n_heads", n_heads)
         if d_out % n_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by n_heads ({n_heads})")
         self.d_in, self.d_out, self.n_heads = d_in, d_out, n_heads
