@@ -6,6 +6,7 @@ model, so every run takes a fraction of a second. The text is the short story fr
 """
 import os
 import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,10 +18,21 @@ from torch.utils.data import DataLoader, TensorDataset
 import ch05_pretraining.pretraining as pretraining
 from ch02_text_data import THE_VERDICT_SHA256, THE_VERDICT_URL, create_dataloader, download_file
 from ch03_attention import MultiHeadAttention
-from ch04_gpt_model import GELU, GPTConfig, GPTModel, LayerNorm, generate_text_simple, text_to_token_ids, token_ids_to_text
+from ch04_gpt_model import (
+    GELU,
+    GPTConfig,
+    GPTModel,
+    LayerNorm,
+    generate_text_simple,
+    text_to_token_ids,
+    tie_weights,
+    token_ids_to_text,
+)
 from ch05_pretraining import (
     TrainConfig,
     autocast_dtype,
+    in_order,
+    param_groups,
     calc_loss_batch,
     calc_loss_loader,
     evaluate_model,
@@ -603,7 +615,7 @@ def test_train_model_history_checkpoints_and_stop_at_step(data, tmp_path, monkey
     monkeypatch.setattr(pretraining, "save_checkpoint", spy_save)
     ckpt = tmp_path / "ckpts" / "run.pt"
     _, history, _ = run_training(data, ckpt, checkpoint_every=4)
-    assert saved_at == [4, 8, 12, 12]  # every 4 steps, and always at the end
+    assert saved_at == [4, 8, 12]  # every 4 steps, and at the end: the final checkpoint is written once
     assert history["step"] == [3, 6, 9, 12]
     assert history["tokens_seen"] == [s * BATCH * MAX_LEN for s in history["step"]]
     assert all(loss == loss and loss > 0 for loss in history["train_loss"] + history["val_loss"])
@@ -684,7 +696,7 @@ def test_train_model_prints_a_sample_after_each_epoch(data, capsys):
 def test_train_model_rejects_an_empty_loader_and_resume_without_a_path(data, tmp_path):
     model = make_model(tiny_cfg(data.vocab_size))
     args = (val_loader_for(data), torch.optim.AdamW(model.parameters()), "cpu", TrainConfig(**TRAIN))
-    with pytest.raises(ValueError, match="no batches"):
+    with pytest.raises(ValueError, match="has 0 batches"):
         train_model(model, empty_loader(), *args, progress=False)
     with pytest.raises(ValueError, match="resume=True needs checkpoint_path"):
         train_model(model, train_loader_for(data), *args, resume=True, progress=False)
@@ -693,10 +705,13 @@ def test_train_model_rejects_an_empty_loader_and_resume_without_a_path(data, tmp
                     progress=False)
 
 
-def test_train_config_defaults():
-    cfg = TrainConfig()
-    assert (cfg.num_epochs, cfg.peak_lr, cfg.min_lr, cfg.warmup_steps, cfg.grad_clip) == (10, 5e-4, 5e-5, 9, 1.0)
-    assert cfg.amp_dtype is None and cfg.checkpoint_every is None and cfg.eval_freq >= 1 and cfg.eval_iter >= 1
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_epochs=0), "num_epochs"), (dict(grad_accum_steps=0), "grad_accum_steps"), (dict(eval_iter=1.5), "eval_iter"),
+    (dict(checkpoint_every=0), "checkpoint_every"), (dict(grad_clip=0.0), "grad_clip"), (dict(amp_dtype=torch.int8), "amp_dtype"),
+])
+def test_train_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
 
 
 # --- fast path ------------------------------------------------------------------------------------------
@@ -777,4 +792,205 @@ def test_autocast_dtype_on_other_devices(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert autocast_dtype("cuda") == torch.bfloat16 and autocast_dtype("cuda:0") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert autocast_dtype(torch.device("cuda")) is None
+    assert autocast_dtype(torch.device("cuda")) == torch.float16  # e.g. Colab's T4: train_model adds a grad scaler
+
+
+# --- the fast path really runs ------------------------------------------------------------------------
+
+
+def test_train_model_runs_the_fused_kernels_and_autocast_when_switched_on(data, monkeypatch):
+    # The switches must take effect inside train_model: spy on the fused kernels and on the logits' dtype.
+    calls = {"sdpa": 0, "layer_norm": 0, "gelu": 0}
+    for name, key in [("scaled_dot_product_attention", "sdpa"), ("layer_norm", "layer_norm"), ("gelu", "gelu")]:
+        real = getattr(F, name)
+        monkeypatch.setattr(F, name, lambda *a, _real=real, _key=key, **k: calls.__setitem__(_key, calls[_key] + 1)
+                            or _real(*a, **k))
+
+    def run(fast: bool) -> set:
+        torch.manual_seed(0)
+        model = use_fused_kernels(GPTModel(tiny_cfg(data.vocab_size)), enabled=fast)
+        dtypes = set()
+        model.out_head.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+        cfg = TrainConfig(**{**TRAIN, "amp_dtype": torch.bfloat16 if fast else None})
+        train_model(model, train_loader_for(data), val_loader_for(data), torch.optim.AdamW(model.parameters()), "cpu",
+                    cfg, stop_at_step=2, progress=False)
+        return dtypes
+
+    assert run(False) == {torch.float32} and calls == {"sdpa": 0, "layer_norm": 0, "gelu": 0}
+    assert run(True) == {torch.bfloat16}
+    assert min(calls.values()) > 0, calls
+
+
+# --- one loop for every chapter: evaluation, accumulation, parameter groups, custom losses, float16 ---------
+
+
+@pytest.mark.parametrize("generator", [True, False], ids=["loader-generator", "global-rng"])
+def test_how_often_we_evaluate_does_not_change_the_trained_weights(data, generator):
+    # Before: evaluation iterated the shuffling training loader, which drew from the global RNG (or the loader's
+    # generator) and so changed the dropout masks and batch order of every later step.
+    often, often_history, _ = run_training(data, generator=generator, eval_freq=1, eval_iter=3)
+    never, never_history, _ = run_training(data, generator=generator, eval_freq=10_000)
+    assert len(often_history["step"]) == 2 * steps_per_epoch(data) and never_history["step"] == []
+    assert states_equal(often.state_dict(), never.state_dict())
+
+
+def test_evaluate_model_reads_fixed_batches_and_draws_no_random_numbers(data):
+    model = make_model(tiny_cfg(data.vocab_size))
+    shuffled = train_loader_for(data)  # shuffles with the global RNG
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    first = evaluate_model(model, shuffled, val_loader_for(data), "cpu", eval_iter=2)
+    second = evaluate_model(model, shuffled, val_loader_for(data), "cpu", eval_iter=2)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert first == second  # the same (first) batches each time, not a new random sample
+    with torch.no_grad():
+        expected = calc_loss_loader(train_loader_for(data, shuffle=False), model.eval(), "cpu", num_batches=2)
+    assert first[0] == pytest.approx(expected, rel=1e-6)
+    assert in_order([1, 2]) == [1, 2]  # a plain list of batches is used as it is
+
+
+@pytest.mark.parametrize("stop", [5, 7])
+def test_resuming_at_or_past_stop_at_step_trains_no_extra_step(data, tmp_path, stop):
+    ckpt = tmp_path / "run.pt"
+    stopped, _, _ = run_training(data, ckpt, stop_at_step=5)
+    again, _, _ = run_training(data, ckpt, resume=True, stop_at_step=stop)
+    if stop == 5:  # already there: nothing to train, nothing to write
+        assert states_equal(again.state_dict(), stopped.state_dict())
+    reference, _, _ = run_training(data, stop_at_step=stop)
+    assert states_equal(again.state_dict(), reference.state_dict())
+    assert load_checkpoint(ckpt, make_model(tiny_cfg(data.vocab_size)))["step"] == stop
+
+
+def test_gradient_accumulation_equals_one_big_batch(data):
+    # Two batches of 2 accumulated = one batch of 4 (same windows, no dropout): the same update up to rounding.
+    def run(batch_size: int, accum: int):
+        torch.manual_seed(0)
+        loader = create_dataloader(data.train_text, batch_size=batch_size, max_length=MAX_LEN, stride=MAX_LEN,
+                                   shuffle=False, tokenizer=data.tok)
+        model = GPTModel(tiny_cfg(data.vocab_size))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        cfg = TrainConfig(**{**TRAIN, "grad_accum_steps": accum, "eval_freq": 2})
+        history = train_model(model, loader, val_loader_for(data), optimizer, "cpu", cfg, progress=False)
+        return model, history
+
+    big, big_history = run(4, 1)
+    small, small_history = run(2, 2)
+    assert small_history["step"] == big_history["step"] and small_history["tokens_seen"] == big_history["tokens_seen"]
+    for (name, a), b in zip(big.state_dict().items(), small.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    single, _ = run(2, 1)  # control: without accumulation, batches of 2 train differently
+    assert not states_equal(single.state_dict(), big.state_dict())
+
+
+def test_param_groups_decay_only_weight_matrices():
+    model = make_model(tiny_cfg())
+    decay, no_decay = param_groups(model, 0.1)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "out_head.weight" in decayed and "trf_blocks.0.att.W_query.weight" in decayed
+    assert "tok_emb.weight" not in decayed and "pos_emb.weight" not in decayed
+    assert not any(n.endswith((".bias", ".scale", ".shift")) for n in decayed)
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    tied = tie_weights(make_model(tiny_cfg()))
+    decay, no_decay = param_groups(tied, 0.1)
+    assert all(p is not tied.tok_emb.weight for p in decay["params"])  # the tied head is an embedding: no decay
+    assert sum(p is tied.tok_emb.weight for p in no_decay["params"]) == 1
+    frozen = make_model(tiny_cfg())
+    frozen.tok_emb.weight.requires_grad_(False)
+    assert all(p is not frozen.tok_emb.weight for g in param_groups(frozen, 0.1) for p in g["params"])
+
+
+def test_train_model_takes_a_loss_function_and_an_evaluation_function(data):
+    # What chapter 6 does: a batch of (inputs, labels), the last position's logits over the first two tokens.
+    seen = []
+
+    def classify_loss(batch, model, device, amp_dtype):
+        inputs, labels = batch
+        seen.append(inputs.shape)
+        return F.cross_entropy(model(inputs.to(device))[:, -1, :2], labels.to(device))
+
+    def accuracy(model, train_loader, val_loader, device, eval_iter, amp_dtype):
+        hits = [(model(x)[:, -1, :2].argmax(-1) == y).float() for x, y in in_order(val_loader)]
+        return {"val_accuracy": torch.cat(hits).mean().item()}
+
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randint(0, 20, (16, 8), generator=gen)
+    labels = (inputs[:, -1] < 10).long()  # learnable from the last token
+    loader = DataLoader(TensorDataset(inputs, labels), batch_size=4, shuffle=True)
+    model = make_model(tiny_cfg(20))
+    with torch.no_grad():
+        before = accuracy(model, None, loader, "cpu", 1, None)["val_accuracy"]
+    cfg = TrainConfig(num_epochs=15, peak_lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_freq=4, eval_iter=1)
+    history = train_model(model, loader, loader, torch.optim.AdamW(model.parameters()), "cpu", cfg,
+                          loss_fn=classify_loss, eval_fn=accuracy, progress=False)
+    assert seen and all(shape == (4, 8) for shape in seen)
+    assert set(history) == {"step", "tokens_seen", "examples_seen", "lr", "val_accuracy"}
+    assert history["examples_seen"] == [4 * s for s in history["step"]]
+    assert history["val_accuracy"][-1] == 1.0 > before
+
+    losses_only = train_model(make_model(tiny_cfg(20)), loader, loader,
+                              torch.optim.AdamW(model.parameters()), "cpu", cfg, loss_fn=classify_loss,
+                              stop_at_step=4, progress=False)  # no eval_fn: train and val loss under loss_fn
+    assert set(losses_only) >= {"train_loss", "val_loss"} and losses_only["train_loss"][0] < 2.0
+
+
+def test_float16_training_uses_a_gradient_scaler(data, monkeypatch):
+    scaled = []
+    real_scale = torch.amp.GradScaler.scale
+    monkeypatch.setattr(torch.amp.GradScaler, "scale",
+                        lambda self, loss: scaled.append(self.is_enabled()) or real_scale(self, loss))
+    model, history, _ = run_training(data, stop_at_step=3, amp_dtype=torch.float16, eval_freq=1)
+    assert scaled == [True, True, True]  # off without float16: see the next assertion
+    assert all(loss == loss for loss in history["train_loss"])  # finite (a nan would mean an unscaled overflow)
+    scaled.clear()
+    run_training(data, stop_at_step=2)
+    assert scaled == [False, False]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, text: str, ckpt: str, mode: str, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.utils.data.distributed import DistributedSampler
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    try:
+        tok = CharTokenizer(text)
+        data = SimpleNamespace(train_text=text[:TRAIN_CHARS], val_text=text[TRAIN_CHARS:], tok=tok,
+                               vocab_size=len(tok.chars))
+        dataset = train_loader_for(data).dataset
+        loader = DataLoader(dataset, batch_size=2, sampler=DistributedSampler(dataset, world_size, rank, seed=1))
+        torch.manual_seed(123)
+        model = GPTModel(tiny_cfg(data.vocab_size, drop_rate=0.3))
+        torch.manual_seed(123 + rank)  # each process draws its own dropout masks
+        ddp = DDP(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        kwargs = dict(stop_at_step=4) if mode == "stop" else dict(resume=mode == "resume")
+        train_model(ddp, loader, val_loader_for(data), optimizer, "cpu", TrainConfig(**TRAIN), checkpoint_path=ckpt,
+                    progress=False, is_main=rank == 0, **kwargs)
+        torch.save(model.state_dict(), f"{out}.rank{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_resume_restores_each_process_random_state(text, tmp_path):
+    # Two gloo processes with different dropout seeds: the checkpoint must hold both processes' RNG states.
+    import socket
+
+    import torch.multiprocessing as mp
+
+    def run(mode: str, ckpt: Path, out: Path) -> list[dict]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        mp.spawn(_ddp_worker, args=(2, port, text, str(ckpt), mode, str(out)), nprocs=2, join=True)
+        return [torch.load(f"{out}.rank{r}", weights_only=True) for r in range(2)]
+
+    full = run("full", tmp_path / "full.pt", tmp_path / "full")
+    run("stop", tmp_path / "part.pt", tmp_path / "stop")
+    resumed = run("resume", tmp_path / "part.pt", tmp_path / "resumed")
+    assert states_equal(full[0], full[1])  # DDP keeps the processes' weights in step
+    assert states_equal(resumed[0], full[0]) and states_equal(resumed[1], full[1])
+    assert len(torch.load(tmp_path / "part.pt", weights_only=True)["rng"]) == 2
