@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from appendix_pytorch import check_positive_int
 from ch03_attention import MultiHeadAttention
 
 
@@ -16,24 +17,20 @@ from ch03_attention import MultiHeadAttention
 class GPTConfig:
     """Hyper-parameters of a GPT model; the defaults are GPT-2 small (124M) without qkv biases."""
 
-    vocab_size: int = 50257
-    context_length: int = 1024
-    emb_dim: int = 768
-    n_heads: int = 12
-    n_layers: int = 12
-    drop_rate: float = 0.1
-    qkv_bias: bool = False
+    vocab_size: int = 50257     # token ids the model knows (GPT-2's BPE vocabulary)
+    context_length: int = 1024  # most tokens it looks at (size of the position embedding)
+    emb_dim: int = 768          # width of every token vector inside the model
+    n_heads: int = 12           # attention heads per block
+    n_layers: int = 12          # transformer blocks
+    drop_rate: float = 0.1      # dropout probability (training only)
+    qkv_bias: bool = False      # bias in the query/key/value projections
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # refuse a configuration that cannot work, with a clear message
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            check_positive_int(f"GPTConfig.{name}", getattr(self, name))
         if self.emb_dim % self.n_heads != 0:
-            raise ValueError(
-                f"GPTConfig.emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads}): "
-                "each head gets emb_dim // n_heads dimensions"
-            )
+            raise ValueError(f"GPTConfig.emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads}): "
+                             "each head gets emb_dim // n_heads dimensions")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
 
@@ -176,8 +173,9 @@ def token_ids_to_text(token_ids: torch.Tensor, tokenizer) -> str:
 def _check_generate_args(idx: torch.Tensor, max_new_tokens: int, context_length: int) -> None:
     if idx.dim() != 2 or idx.shape[1] == 0:
         raise ValueError(f"idx must be token ids of shape (batch, tokens) with tokens >= 1, got {tuple(idx.shape)}")
-    if max_new_tokens < 0 or context_length < 1:
-        raise ValueError(f"need max_new_tokens >= 0 and context_length >= 1, got {max_new_tokens} and {context_length}")
+    check_positive_int("context_length", context_length)
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
 
 
 def generate_text_simple(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, context_length: int) -> torch.Tensor:
@@ -198,8 +196,7 @@ class KVCache:
     def __init__(
         self, cfg: GPTConfig, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_positive_int("batch_size", batch_size)
         shape = (batch_size, cfg.n_heads, cfg.context_length, cfg.emb_dim // cfg.n_heads)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
