@@ -22,8 +22,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT_MARK = "# export"
 
-# (notebook, module) pairs, relative to the repository root. A pair whose notebook does not
-# exist yet is skipped, so later chapters only add a line here.
+# The chapters in course order, which is also the import order (a chapter imports only earlier
+# ones): the PyTorch appendix is the prerequisite, so it comes first. Each is a package folder at the
+# repository root. This is the one list of chapters: tests/test_layout.py checks that EXPORTS below,
+# the chapter folders on disk and pyproject.toml's wheel packages agree with it.
+CHAPTERS: list[str] = [
+    "appendix_pytorch",
+    "ch02_text_data",
+    "ch03_attention",
+    "ch04_gpt_model",
+    "ch05_pretraining",
+    "ch06_classification",
+    "ch07_instruction",
+]
+
+# (notebook, module) pairs, relative to the repository root, in CHAPTERS order. A pair whose notebook
+# does not exist yet is skipped, so later chapters only add a line here.
 EXPORTS: list[tuple[str, str]] = [
     ("appendix_pytorch/appendix.ipynb", "appendix_pytorch/pytorch_basics.py"),
     ("ch02_text_data/ch02.ipynb", "ch02_text_data/text_data.py"),
