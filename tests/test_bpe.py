@@ -1,11 +1,10 @@
 """Tests for ch02_text_data/bpe.py: training by hand-checkable examples, GPT-2 encoding against
 tiktoken id for id, byte-exact round trips, special tokens, and clear errors on bad input.
 
-The GPT-2 files come through the course download helper: from the mirror named by LLMS_DATA_MIRROR
-(CI sets it) or from the internet. Without either, the GPT-2 tests are skipped.
+The GPT-2 files come through the course download helper (conftest.py's fetch_or_skip): from the mirror
+named by LLMS_DATA_MIRROR (CI sets it) or from the internet. Without either, the GPT-2 tests are skipped.
 """
 import json
-import os
 import random
 import unicodedata
 from collections import Counter
@@ -13,7 +12,6 @@ from collections import Counter
 import pytest
 
 from ch02_text_data.bpe import (
-    GPT2_PATTERN,
     BPETokenizer,
     apply_merges,
     bytes_to_unicode,
@@ -21,16 +19,7 @@ from ch02_text_data.bpe import (
     pretokenize,
     train_bpe,
 )
-from ch02_text_data.download import (
-    GPT2_ENCODER_SHA256,
-    GPT2_ENCODER_URL,
-    GPT2_VOCAB_BPE_SHA256,
-    GPT2_VOCAB_BPE_URL,
-    THE_VERDICT_SHA256,
-    THE_VERDICT_URL,
-    DownloadError,
-    download_file,
-)
+from ch02_text_data.download import GPT2_ENCODER_SHA256, GPT2_ENCODER_URL, GPT2_VOCAB_BPE_SHA256, GPT2_VOCAB_BPE_URL
 from ch02_text_data.text_data import END_OF_TEXT
 
 HARD_TEXTS = [
@@ -55,46 +44,11 @@ HARD_TEXTS = [
 ]
 
 
-def _mirror_set() -> bool:
-    return bool(os.environ.get("LLMS_DATA_MIRROR", "").strip())
-
-
-def _fetch(url: str, sha256: str, dest) -> "os.PathLike[str]":
-    """Download (or copy from the mirror); skip the test only when there is no mirror to blame."""
-    try:
-        return download_file(url, dest, sha256=sha256, retries=1, timeout=10, progress=False)
-    except DownloadError as err:
-        if _mirror_set():
-            raise
-        pytest.skip(f"no LLMS_DATA_MIRROR and no network: {err}")
-
-
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("bpe_data")
-
-
-@pytest.fixture(scope="module")
-def gpt2_tok(data_dir) -> BPETokenizer:
-    encoder_json = _fetch(GPT2_ENCODER_URL, GPT2_ENCODER_SHA256, data_dir)
-    vocab_bpe = _fetch(GPT2_VOCAB_BPE_URL, GPT2_VOCAB_BPE_SHA256, data_dir)
+def gpt2_tok(fetch_or_skip) -> BPETokenizer:
+    encoder_json = fetch_or_skip(GPT2_ENCODER_URL, GPT2_ENCODER_SHA256)
+    vocab_bpe = fetch_or_skip(GPT2_VOCAB_BPE_URL, GPT2_VOCAB_BPE_SHA256)
     return BPETokenizer.from_gpt2_files(encoder_json, vocab_bpe)
-
-
-@pytest.fixture(scope="module")
-def tt():
-    tiktoken = pytest.importorskip("tiktoken")
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as err:  # no TIKTOKEN_CACHE_DIR and no network
-        if _mirror_set():
-            raise
-        pytest.skip(f"tiktoken cannot load gpt2: {err}")
-
-
-@pytest.fixture(scope="module")
-def verdict(data_dir) -> str:
-    return _fetch(THE_VERDICT_URL, THE_VERDICT_SHA256, data_dir).read_text(encoding="utf-8")
 
 
 def random_text(rng: random.Random) -> str:
@@ -227,52 +181,52 @@ def test_gpt2_files_load(gpt2_tok):
     assert gpt2_tok.special_tokens == {END_OF_TEXT: 50256}
 
 
-def test_the_verdict_matches_tiktoken(gpt2_tok, tt, verdict):
-    ids = gpt2_tok.encode(verdict)
-    assert ids == tt.encode(verdict)
-    assert gpt2_tok.decode(ids) == verdict
+def test_the_verdict_matches_tiktoken(gpt2_tok, gpt2_tokenizer, the_verdict):
+    ids = gpt2_tok.encode(the_verdict)
+    assert ids == gpt2_tokenizer.encode(the_verdict)
+    assert gpt2_tok.decode(ids) == the_verdict
 
 
 @pytest.mark.parametrize("text", HARD_TEXTS, ids=range(len(HARD_TEXTS)))
-def test_hard_texts_match_tiktoken_and_round_trip(gpt2_tok, tt, text):
+def test_hard_texts_match_tiktoken_and_round_trip(gpt2_tok, gpt2_tokenizer, text):
     ids = gpt2_tok.encode(text)
-    assert ids == tt.encode(text)
+    assert ids == gpt2_tokenizer.encode(text)
     assert gpt2_tok.decode_bytes(ids) == text.encode("utf-8")
     assert gpt2_tok.decode(ids) == text
 
 
-def test_random_unicode_strings_match_tiktoken(gpt2_tok, tt):
+def test_random_unicode_strings_match_tiktoken(gpt2_tok, gpt2_tokenizer):
     rng = random.Random(123)
     for _ in range(1000):
         text = random_text(rng)
         ids = gpt2_tok.encode(text)
-        assert ids == tt.encode(text), repr(text)
+        assert ids == gpt2_tokenizer.encode(text), repr(text)
         assert gpt2_tok.decode(ids) == text, repr(text)
 
 
-def test_special_tokens_follow_tiktoken_rules(gpt2_tok, tt):
+def test_special_tokens_follow_tiktoken_rules(gpt2_tok, gpt2_tokenizer):
     text = "end.<|endoftext|>Start<|endoftext|><|endoftext|>"
     for kwargs in [{"allowed_special": {END_OF_TEXT}}, {"allowed_special": "all"}, {"disallowed_special": ()}]:
-        assert gpt2_tok.encode(text, **kwargs) == tt.encode(text, **kwargs), kwargs
+        assert gpt2_tok.encode(text, **kwargs) == gpt2_tokenizer.encode(text, **kwargs), kwargs
     assert gpt2_tok.encode(END_OF_TEXT, allowed_special={END_OF_TEXT}) == [50256]
     assert gpt2_tok.decode(gpt2_tok.encode(text, allowed_special="all")) == text
     with pytest.raises(ValueError, match="special token '<\\|endoftext\\|>'.*allowed_special"):
         gpt2_tok.encode(text)
     with pytest.raises(ValueError):
-        tt.encode(text)  # the reference behaves the same way
+        gpt2_tokenizer.encode(text)  # the reference behaves the same way
 
 
-def test_partial_utf8_tokens_decode_like_tiktoken(gpt2_tok, tt):
+def test_partial_utf8_tokens_decode_like_tiktoken(gpt2_tok, gpt2_tokenizer):
     ids = gpt2_tok.encode("👋🏽")
     assert len(ids) > 2
     for i in ids:
-        assert gpt2_tok.decode_bytes([i]) == tt.decode_single_token_bytes(i)
-        assert gpt2_tok.decode([i]) == tt.decode([i])  # '\ufffd' for a cut-up character
+        assert gpt2_tok.decode_bytes([i]) == gpt2_tokenizer.decode_single_token_bytes(i)
+        assert gpt2_tok.decode([i]) == gpt2_tokenizer.decode([i])  # '\ufffd' for a cut-up character
 
 
-def test_lone_surrogates_become_replacement_characters_like_tiktoken(gpt2_tok, tt):
+def test_lone_surrogates_become_replacement_characters_like_tiktoken(gpt2_tok, gpt2_tokenizer):
     text = "ab\udc80cd\ud83d"
-    assert gpt2_tok.encode(text) == tt.encode(text)
+    assert gpt2_tok.encode(text) == gpt2_tokenizer.encode(text)
 
 
 def test_cache_fills_and_gives_the_same_ids(gpt2_tok):
@@ -317,7 +271,3 @@ def test_constructor_rejects_inconsistent_vocabularies(tmp_path):
     vocab_bpe.write_text("#version: 0.2\na b c\n", encoding="utf-8")
     with pytest.raises(ValueError, match="line 2: expected two symbols"):
         BPETokenizer.from_gpt2_files(encoder_json, vocab_bpe)
-
-
-def test_pattern_constant_is_gpt2s():
-    assert GPT2_PATTERN == r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""

@@ -1,6 +1,5 @@
 """Tests for ch04_gpt_model: building blocks vs torch references, parameter counts, generation, KV cache."""
 import pytest
-import tiktoken
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -196,8 +195,8 @@ def test_param_count_formula_on_meta_presets(name):
 
 # --- generation ------------------------------------------------------------------------------------
 
-def test_text_helpers_roundtrip_with_tiktoken():
-    tok = tiktoken.get_encoding("gpt2")
+def test_text_helpers_roundtrip_with_tiktoken(gpt2_tokenizer):
+    tok = gpt2_tokenizer
     ids = text_to_token_ids("Hello, world<|endoftext|>", tok)
     assert ids.tolist() == [tok.encode("Hello, world<|endoftext|>", allowed_special="all")]
     assert ids.shape == (1, 4) and ids[0, -1].item() == 50256

@@ -20,10 +20,7 @@ from appendix_pytorch import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_device_override(monkeypatch):
-    """Tests start without LLMS_DEVICE, whatever the developer's shell has."""
-    monkeypatch.delenv(DEVICE_ENV_VAR, raising=False)
+pytestmark = pytest.mark.usefixtures("no_device_override")  # conftest.py: LLMS_DEVICE unset
 
 
 # --- get_device ---------------------------------------------------------------------------------

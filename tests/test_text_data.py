@@ -1,8 +1,5 @@
 """Unit tests for ch02_text_data.text_data: splitting, vocabularies, tokenizers, sliding-window data."""
-import os
-
 import pytest
-import tiktoken
 import torch
 
 import ch02_text_data
@@ -21,11 +18,6 @@ STORY = (
     "The old painter kept his brushes in a tin. He didn't sell them--not even when the "
     '"great" collectors came, asking: "Are these the brushes?" He only smiled (a little).'
 )
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    return tiktoken.get_encoding("gpt2")
 
 
 @pytest.fixture(scope="module")
@@ -152,17 +144,17 @@ def test_endoftext_joins_two_texts(vocab):
     assert tokenizer.decode(ids) == text
 
 
-def test_special_tokens_are_single_ids_in_gpt2(gpt2):
-    ids = gpt2.encode(f"a {END_OF_TEXT} b", allowed_special={END_OF_TEXT})
-    assert 50256 in ids and gpt2.n_vocab == 50257
+def test_special_tokens_are_single_ids_in_gpt2(gpt2_tokenizer):
+    ids = gpt2_tokenizer.encode(f"a {END_OF_TEXT} b", allowed_special={END_OF_TEXT})
+    assert 50256 in ids and gpt2_tokenizer.n_vocab == 50257
 
 
 # --- GPTDataset -------------------------------------------------------------------------------------
 
 
-def test_dataset_targets_are_inputs_shifted_by_one(gpt2):
-    ids = gpt2.encode(STORY)
-    dataset = GPTDataset(STORY, gpt2, max_length=5, stride=3)
+def test_dataset_targets_are_inputs_shifted_by_one(gpt2_tokenizer):
+    ids = gpt2_tokenizer.encode(STORY)
+    dataset = GPTDataset(STORY, gpt2_tokenizer, max_length=5, stride=3)
     for i in range(len(dataset)):
         x, y = dataset[i]
         assert x.shape == y.shape == (5,) and x.dtype == torch.long
@@ -172,9 +164,9 @@ def test_dataset_targets_are_inputs_shifted_by_one(gpt2):
 
 
 @pytest.mark.parametrize("max_length, stride", [(1, 1), (4, 1), (4, 4), (4, 6), (8, 3), (10, 50)])
-def test_number_of_windows_matches_formula(gpt2, max_length, stride):
-    n = len(gpt2.encode(STORY))
-    dataset = GPTDataset(STORY, gpt2, max_length=max_length, stride=stride)
+def test_number_of_windows_matches_formula(gpt2_tokenizer, max_length, stride):
+    n = len(gpt2_tokenizer.encode(STORY))
+    dataset = GPTDataset(STORY, gpt2_tokenizer, max_length=max_length, stride=stride)
     assert len(dataset) == n_windows(n, max_length, stride)
     # the last window still has a target, and one more window would not
     last_x, last_y = dataset[len(dataset) - 1]
@@ -183,24 +175,24 @@ def test_number_of_windows_matches_formula(gpt2, max_length, stride):
         dataset[len(dataset)]
 
 
-def test_text_of_exactly_max_length_plus_one_tokens_gives_one_window(gpt2):
-    text = gpt2.decode(gpt2.encode(STORY)[:9])
-    assert len(gpt2.encode(text)) == 9
-    assert len(GPTDataset(text, gpt2, max_length=8, stride=1)) == 1
+def test_text_of_exactly_max_length_plus_one_tokens_gives_one_window(gpt2_tokenizer):
+    text = gpt2_tokenizer.decode(gpt2_tokenizer.encode(STORY)[:9])
+    assert len(gpt2_tokenizer.encode(text)) == 9
+    assert len(GPTDataset(text, gpt2_tokenizer, max_length=8, stride=1)) == 1
 
 
 @pytest.mark.parametrize("name", ["max_length", "stride"])
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
-def test_dataset_rejects_non_positive_sizes(gpt2, name, bad):
+def test_dataset_rejects_non_positive_sizes(gpt2_tokenizer, name, bad):
     kwargs = {"max_length": 4, "stride": 2, name: bad}
     with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {bad!r}"):
-        GPTDataset(STORY, gpt2, **kwargs)
+        GPTDataset(STORY, gpt2_tokenizer, **kwargs)
 
 
-def test_too_short_text_error_says_have_and_need(gpt2):
-    n = len(gpt2.encode("A very short text."))
+def test_too_short_text_error_says_have_and_need(gpt2_tokenizer):
+    n = len(gpt2_tokenizer.encode("A very short text."))
     with pytest.raises(ValueError, match=rf"text has {n} tokens.*max_length=10 needs at least 11"):
-        GPTDataset("A very short text.", gpt2, max_length=10, stride=1)
+        GPTDataset("A very short text.", gpt2_tokenizer, max_length=10, stride=1)
 
 
 def test_dataset_works_with_the_simple_tokenizer(vocab):
@@ -210,10 +202,10 @@ def test_dataset_works_with_the_simple_tokenizer(vocab):
     assert dataset[0][0].tolist() == tokenizer.encode("The old painter kept")
 
 
-def test_dataset_allows_endoftext_with_tiktoken(gpt2):
+def test_dataset_allows_endoftext_with_tiktoken(gpt2_tokenizer):
     text = f"{STORY} {END_OF_TEXT} {STORY}"
-    dataset = GPTDataset(text, gpt2, max_length=8, stride=8)
-    assert gpt2.eot_token in dataset.token_ids.tolist()
+    dataset = GPTDataset(text, gpt2_tokenizer, max_length=8, stride=8)
+    assert gpt2_tokenizer.eot_token in dataset.token_ids.tolist()
 
 
 def test_dataset_passes_allowed_special_only_to_tokenizers_that_accept_it():
@@ -240,10 +232,10 @@ def test_dataset_rejects_objects_without_encode():
 # --- create_dataloader --------------------------------------------------------------------------------
 
 
-def test_dataloader_token_ids_equal_tiktoken_gpt2(gpt2):
+def test_dataloader_token_ids_equal_tiktoken_gpt2(gpt2_tokenizer):
     loader = create_dataloader(STORY, batch_size=1, max_length=4, stride=4, shuffle=False, drop_last=False)
     seen = torch.cat([x.flatten() for x, _ in loader]).tolist()
-    reference = gpt2.encode(STORY)
+    reference = gpt2_tokenizer.encode(STORY)
     assert seen == reference[: len(seen)]
     assert len(reference) - len(seen) <= 4  # only the tail that cannot form a whole window is unused
 
@@ -255,8 +247,8 @@ def test_dataloader_batch_shapes():
         assert x.dtype == y.dtype == torch.long
 
 
-def test_dataloader_drop_last(gpt2):
-    n = n_windows(len(gpt2.encode(STORY)), 4, 4)
+def test_dataloader_drop_last(gpt2_tokenizer):
+    n = n_windows(len(gpt2_tokenizer.encode(STORY)), 4, 4)
     assert n % 3 != 0, "pick sizes where the last batch is partial"
     dropped = create_dataloader(STORY, batch_size=3, max_length=4, stride=4, shuffle=False, drop_last=True)
     kept = create_dataloader(STORY, batch_size=3, max_length=4, stride=4, shuffle=False, drop_last=False)
@@ -272,13 +264,13 @@ def test_dataloader_refuses_to_be_empty():
         create_dataloader(STORY, batch_size=0, max_length=4, stride=4)
 
 
-def test_dataloader_no_shuffle_is_deterministic_and_in_order(gpt2):
+def test_dataloader_no_shuffle_is_deterministic_and_in_order(gpt2_tokenizer):
     def batches():
         return [x for x, _ in create_dataloader(STORY, batch_size=2, max_length=4, stride=1, shuffle=False)]
 
     first, second = batches(), batches()
     assert all(torch.equal(a, b) for a, b in zip(first, second))
-    ids = gpt2.encode(STORY)
+    ids = gpt2_tokenizer.encode(STORY)
     assert first[0].tolist() == [ids[0:4], ids[1:5]]
 
 
@@ -324,17 +316,14 @@ def test_package_reexports_text_data_and_download():
     assert len(ch02_text_data.__all__) == len(set(ch02_text_data.__all__))
 
 
-@pytest.mark.skipif(not os.environ.get("LLMS_DATA_MIRROR"), reason="needs LLMS_DATA_MIRROR (offline copy of the-verdict.txt)")
-def test_the_verdict_end_to_end(tmp_path, gpt2):
-    from ch02_text_data import THE_VERDICT_SHA256, THE_VERDICT_URL, download_file
-
-    text = download_file(THE_VERDICT_URL, tmp_path, sha256=THE_VERDICT_SHA256).read_text(encoding="utf-8")
+def test_the_verdict_end_to_end(the_verdict, gpt2_tokenizer):
+    text = the_verdict
     assert len(text) == 20479
     tokenizer = SimpleTokenizer(build_vocab(split_text(text)))
     ids = tokenizer.encode(text)
     assert tokenizer.encode(tokenizer.decode(ids)) == ids
     loader = create_dataloader(text, batch_size=8, max_length=256, stride=128, shuffle=False)
-    assert len(loader.dataset) == n_windows(len(gpt2.encode(text)), 256, 128)
+    assert len(loader.dataset) == n_windows(len(gpt2_tokenizer.encode(text)), 256, 128)
     x, y = next(iter(loader))
     assert x.shape == (8, 256)
-    assert x[0].tolist() == gpt2.encode(text)[:256]
+    assert x[0].tolist() == gpt2_tokenizer.encode(text)[:256]
