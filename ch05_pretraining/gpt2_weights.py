@@ -22,9 +22,15 @@ Hugging Face's GPT-2 uses `Conv1D` layers, which store weights as (in, out); `nn
 (out, in), hence the transposes. Saved names may carry a `transformer.` prefix (transformers 5 writes
 it; the files on the Hub do not) and old files hold the causal masks `h.i.attn.bias` / `masked_bias`,
 which are buffers, not weights.
+
+`load_gpt2` holds one copy of the weights, never two: it builds GPTModel on the "meta" device (shapes, no
+memory, no random initialisation), reads the file one tensor at a time, transposes and converts each into
+memory of its own, makes those tensors the parameters (`load_state_dict(..., assign=True)`), then rebuilds
+the causal masks, which are buffers no checkpoint holds. `benchmarks/load_memory.py` measures the saving.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,9 +42,10 @@ import torch
 import torch.nn as nn
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ch03_attention import CausalAttention, MultiHeadAttention, causal_mask
 from ch04_gpt_model import GPT_CONFIGS, GPTConfig, GPTModel, tie_weights
 
 __all__ = [
@@ -69,6 +76,7 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"  # sharded checkpoints (save_pretrained splits large models)
 END_OF_TEXT_ID = 50256  # GPT-2's <|endoftext|>, also its bos/eos token
 _HF_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # causal masks in old checkpoints, not weights
+_HF_BLOCK = re.compile(r"h\.(\d+)\.(.+)")  # "h.3.mlp.c_fc.weight" -> block 3, "mlp.c_fc.weight"
 
 
 # Hugging Face name -> GPTModel name, for the tensors outside the blocks (lm_head is handled apart)
@@ -93,6 +101,8 @@ _BLOCK_NAMES = [
     ("mlp.c_proj.bias", "ff.layers.2.bias", False),
 ]
 _QKV = ("W_query", "W_key", "W_value")  # in c_attn's order
+_TOP = dict(_TOP_NAMES) | {"lm_head.weight": "out_head.weight"}
+_BLOCK = {hf_name: (name, transpose) for hf_name, name, transpose in _BLOCK_NAMES}
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -151,14 +161,19 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> di
     try:
         return load_file(path, device=str(device))
     except SafetensorError as err:
-        with open(path, "rb") as f:
-            lfs = f.read(64).startswith(b"version https://git-lfs")
-        hint = (
-            "it is a Git LFS pointer, not the weights: download the file itself (or run `git lfs pull`)"
-            if lfs
-            else "it is corrupt or truncated (an interrupted download?): delete it and download it again"
-        )
-        raise ValueError(f"{path} is not a valid safetensors file ({err}); {hint}") from err
+        raise _invalid_file_error(path, err) from err
+
+
+def _invalid_file_error(path: Path, err: Exception) -> ValueError:
+    """The ValueError for a file safetensors cannot read: a Git LFS pointer, or a corrupt or truncated file."""
+    with open(path, "rb") as f:
+        lfs = f.read(64).startswith(b"version https://git-lfs")
+    hint = (
+        "it is a Git LFS pointer, not the weights: download the file itself (or run `git lfs pull`)"
+        if lfs
+        else "it is corrupt or truncated (an interrupted download?): delete it and download it again"
+    )
+    return ValueError(f"{path} is not a valid safetensors file ({err}); {hint}")
 
 
 def config_from_hf(hf_config: dict) -> GPTConfig:
@@ -215,51 +230,66 @@ def _head_is_tied(hf: dict[str, torch.Tensor]) -> bool:
     return head is None or (head.data_ptr() == wte.data_ptr() and head.shape == wte.shape)
 
 
-def hf_to_course_state_dict(hf_state: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
-    """Rename and reshape a Hugging Face GPT-2 state dict into GPTModel's (tensors may be views of hf_state)."""
-    hf = {}
-    for name, tensor in hf_state.items():
-        name = name.removeprefix("transformer.")
-        if not _HF_BUFFER.fullmatch(name):
-            hf[name] = tensor
+def _hf_name(name: str) -> str | None:
+    """A checkpoint tensor's name without the "transformer." prefix; None for the causal-mask buffers."""
+    name = name.removeprefix("transformer.")
+    return None if _HF_BUFFER.fullmatch(name) else name
+
+
+def _check_hf_shapes(shapes: dict[str, tuple[int, ...]], cfg: GPTConfig) -> None:
+    """Raise a ValueError naming the first wrong, missing or unexpected tensor of a checkpoint for cfg."""
     expected = _hf_shapes(cfg)
-    if "lm_head.weight" in hf:
+    if "lm_head.weight" in shapes:
         expected["lm_head.weight"] = (cfg.vocab_size, cfg.emb_dim)
     for name, shape in expected.items():
-        if name in hf and tuple(hf[name].shape) != shape:
+        if name in shapes and tuple(shapes[name]) != shape:
             raise ValueError(
-                f"checkpoint tensor {name} has shape {tuple(hf[name].shape)}, but the config needs {shape}: "
+                f"checkpoint tensor {name} has shape {tuple(shapes[name])}, but the config needs {shape}: "
                 "the checkpoint is for a different model size; build the config from its config.json "
                 "(config_from_hf, or load_gpt2 on the folder)"
             )
-    missing = [name for name in expected if name not in hf]
+    missing = [name for name in expected if name not in shapes]
     if missing:
         raise ValueError(f"checkpoint lacks {len(missing)} tensor(s) the config needs, first {missing[:3]}")
-    unexpected = sorted(set(hf) - set(expected))
+    unexpected = sorted(set(shapes) - set(expected))
     if unexpected:
         raise ValueError(
             f"checkpoint has {len(unexpected)} tensor(s) the config has no place for, first {unexpected[:3]}: "
             "is it a different model size (more layers)?"
         )
 
-    d = cfg.emb_dim
-    state = {name: hf[hf_name] for hf_name, name in _TOP_NAMES}
-    state["out_head.weight"] = hf["wte.weight"] if _head_is_tied(hf) else hf["lm_head.weight"]  # tied: one tensor
-    for i in range(cfg.n_layers):
-        h, b = f"h.{i}.", f"trf_blocks.{i}."
-        qkv = hf[h + "attn.c_attn.weight"].t().split(d, dim=0)  # (d, 3d) -> (3d, d) -> three (d, d)
-        state |= {f"{b}att.{w}.weight": t for w, t in zip(_QKV, qkv)}
-        qkv_bias = hf[h + "attn.c_attn.bias"]  # (3d,)
+
+def _course_tensors(name: str, tensor: torch.Tensor, cfg: GPTConfig) -> dict[str, torch.Tensor]:
+    """GPTModel name(s) and tensor(s), views of tensor, for one checked tensor of a Hugging Face checkpoint."""
+    if name in _TOP:
+        return {_TOP[name]: tensor}
+    i, rest = _HF_BLOCK.fullmatch(name).groups()
+    b, d = f"trf_blocks.{i}.", cfg.emb_dim
+    if rest == "attn.c_attn.weight":
+        qkv = tensor.t().split(d, dim=0)  # (d, 3d) -> (3d, d) -> three (d, d)
+        return {f"{b}att.{w}.weight": t for w, t in zip(_QKV, qkv)}
+    if rest == "attn.c_attn.bias":  # (3d,)
         if cfg.qkv_bias:
-            state |= {f"{b}att.{w}.bias": t for w, t in zip(_QKV, qkv_bias.split(d))}  # three (d,)
-        elif qkv_bias.any():
+            return {f"{b}att.{w}.bias": t for w, t in zip(_QKV, tensor.split(d))}  # three (d,)
+        if tensor.any():
             raise ValueError(
-                f"checkpoint tensor {h}attn.c_attn.bias is not zero but the config has qkv_bias=False: "
+                f"checkpoint tensor {name} is not zero but the config has qkv_bias=False: "
                 "use qkv_bias=True, as GPT_CONFIGS and config_from_hf do"
             )
-        for hf_name, name, transpose in _BLOCK_NAMES:
-            tensor = hf[h + hf_name]
-            state[b + name] = tensor.t() if transpose else tensor
+        return {}
+    course_name, transpose = _BLOCK[rest]
+    return {b + course_name: tensor.t() if transpose else tensor}
+
+
+def hf_to_course_state_dict(hf_state: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
+    """Rename and reshape a Hugging Face GPT-2 state dict into GPTModel's (tensors may be views of hf_state)."""
+    hf = {hf_name: tensor for name, tensor in hf_state.items() if (hf_name := _hf_name(name)) is not None}
+    _check_hf_shapes({name: tuple(tensor.shape) for name, tensor in hf.items()}, cfg)
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in hf.items():
+        state |= _course_tensors(name, tensor, cfg)
+    if _head_is_tied(hf):
+        state["out_head.weight"] = state["tok_emb.weight"]  # tied: one tensor
     return state
 
 
@@ -274,8 +304,8 @@ def load_hf_weights(model: GPTModel, hf_state: dict[str, torch.Tensor]) -> GPTMo
     return model
 
 
-def _read_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config.json as a dict, all tensors) of a Hugging Face checkpoint folder, sharded or not."""
+def _checkpoint_files(folder: Path) -> tuple[dict, list[Path]]:
+    """(config.json as a dict, the safetensors file(s)) of a Hugging Face checkpoint folder, sharded or not."""
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(
@@ -286,8 +316,67 @@ def _read_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     index = folder / INDEX_NAME
     if not (folder / WEIGHTS_NAME).exists() and index.is_file():
         shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        return hf_config, {k: v for shard in shards for k, v in read_safetensors(folder / shard).items()}
-    return hf_config, read_safetensors(folder / WEIGHTS_NAME)
+        files = [folder / shard for shard in shards]
+    else:
+        files = [folder / WEIGHTS_NAME]
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"no safetensors file at {path}")
+    return hf_config, files
+
+
+def _open_safetensors(path: Path, stack: contextlib.ExitStack) -> safe_open:
+    """Open a file to read one tensor at a time, each into memory of its own; closed with stack; clear errors."""
+    try:  # pread: no memory-mapped copy of the file stays resident beside the tensors read from it
+        handle = safe_open(path, framework="pt", backend="pread")
+    except Exception:  # an older safetensors without backend=, or no pread here: memory-mapped reads
+        try:  # (a corrupt file fails again here, with the error that names it)
+            handle = safe_open(path, framework="pt")
+        except SafetensorError as err:
+            raise _invalid_file_error(path, err) from err
+    return stack.enter_context(handle)
+
+
+def _own_memory(tensor: torch.Tensor) -> torch.Tensor:
+    """tensor itself if it fills its memory contiguously, else a compact copy (not a view that pins a bigger one)."""
+    if tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.nbytes:
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
+
+
+def _read_course_state(
+    files: list[Path], cfg: GPTConfig, device: str | torch.device | None, dtype: torch.dtype | None
+) -> dict[str, torch.Tensor]:
+    """GPTModel's state dict from checkpoint files, read tensor by tensor: never a second copy of the weights."""
+    dtype = dtype if dtype is not None else torch.get_default_dtype()  # as GPTModel(cfg) has: a bf16 file -> fp32
+    with contextlib.ExitStack() as stack:
+        where = {}  # Hugging Face name -> (file, its open handle, the name in the file)
+        for path in files:
+            f = _open_safetensors(path, stack)
+            where |= {hf_name: (path, f, key) for key in f.keys() if (hf_name := _hf_name(key)) is not None}
+        _check_hf_shapes({name: tuple(f.get_slice(key).get_shape()) for name, (_, f, key) in where.items()}, cfg)
+        state = {}
+        for name, (path, f, key) in where.items():
+            try:
+                tensor = f.get_tensor(key)
+            except (SafetensorError, OSError) as err:
+                raise _invalid_file_error(path, err) from err
+            tensor = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
+            state |= {k: _own_memory(t) for k, t in _course_tensors(name, tensor, cfg).items()}
+            del tensor  # the views of a transposed tensor were copied: its memory is free again
+    if "lm_head.weight" not in where:  # GPT-2's files: the head is the token embedding
+        state["out_head.weight"] = state["tok_emb.weight"]
+    return state
+
+
+def _materialise_buffers(model: GPTModel, device: torch.device) -> None:
+    """Rebuild the causal masks (non-persistent buffers, not in any checkpoint) of a model built on "meta"."""
+    for module in model.modules():
+        if isinstance(module, (MultiHeadAttention, CausalAttention)) and module.mask.is_meta:
+            module.register_buffer("mask", causal_mask(module.context_length).to(device), persistent=False)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"load_gpt2 left {left[:3]} on the meta device: teach _materialise_buffers to build them")
 
 
 def load_gpt2(
@@ -305,13 +394,15 @@ def load_gpt2(
             f"{str(name_or_dir)!r} is neither a GPT-2 size ({names}) nor a folder holding {CONFIG_NAME} and "
             f"{WEIGHTS_NAME}"
         )
-    hf_config, hf_state = _read_checkpoint(folder)
-    model = GPTModel(config_from_hf(hf_config))
-    if dtype is not None:
-        model.to(dtype)  # before loading, so the float32 file is converted while it is copied in
-    load_hf_weights(model, hf_state)
-    if device is not None:
-        model.to(device)
+    hf_config, files = _checkpoint_files(folder)
+    cfg = config_from_hf(hf_config)
+    with torch.device("meta"):  # no memory: the file's tensors become the parameters, no random init to overwrite
+        model = GPTModel(cfg)
+    state = _read_course_state(files, cfg, device, dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    if state["out_head.weight"] is state["tok_emb.weight"]:
+        tie_weights(model)  # assign gave each name its own Parameter: share one again
+    _materialise_buffers(model, model.tok_emb.weight.device)
     return model.eval()
 
 
@@ -336,8 +427,26 @@ def course_to_hf_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
     return {k: v.cpu().contiguous() for k, v in hf.items()}
 
 
+def _check_lm_head(model: GPTModel) -> None:
+    """Raise a ValueError unless model.out_head is a language-model head GPT2LMHeadModel's lm_head can hold."""
+    cfg, head = model.cfg, model.out_head
+    if (
+        isinstance(head, nn.Linear)
+        and (head.in_features, head.out_features) == (cfg.emb_dim, cfg.vocab_size)
+        and head.bias is None
+    ):
+        return
+    raise ValueError(
+        f"save_hf_checkpoint writes GPT-2 language models, whose out_head is nn.Linear({cfg.emb_dim}, "
+        f"{cfg.vocab_size}, bias=False) (emb_dim -> vocab_size), but this model's out_head is {head!r}: "
+        "a classifier head is not an lm_head; save such a model with torch.save(model.state_dict(), path) "
+        "instead, or put a language-model head back first"
+    )
+
+
 def save_hf_checkpoint(model: GPTModel, out_dir: str | Path) -> Path:
     """Write model as a Hugging Face GPT-2 checkpoint (config.json + model.safetensors); returns out_dir."""
+    _check_lm_head(model)  # before anything is written
     cfg, out_dir = model.cfg, Path(out_dir)
     tied = model.out_head.weight is model.tok_emb.weight
     eot = END_OF_TEXT_ID if cfg.vocab_size > END_OF_TEXT_ID else None  # no <|endoftext|> in a smaller vocabulary
@@ -361,9 +470,15 @@ def save_hf_checkpoint(model: GPTModel, out_dir: str | Path) -> Path:
         "tie_word_embeddings": tied,
         "dtype": str(model.tok_emb.weight.dtype).removeprefix("torch."),
     }
+    hf_state = course_to_hf_state_dict(model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / f"{WEIGHTS_NAME}.partial"
-    save_file(course_to_hf_state_dict(model), str(partial), metadata={"format": "pt"})  # transformers wants "format"
-    os.replace(partial, out_dir / WEIGHTS_NAME)  # write, then rename: never a half-written file under the real name
-    (out_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    weights_tmp, config_tmp = out_dir / f"{WEIGHTS_NAME}.partial", out_dir / f"{CONFIG_NAME}.partial"
+    try:  # write both, then rename: never a half-written file under a real name, no leftovers on failure
+        save_file(hf_state, str(weights_tmp), metadata={"format": "pt"})  # transformers wants "format"
+        config_tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        os.replace(weights_tmp, out_dir / WEIGHTS_NAME)
+        os.replace(config_tmp, out_dir / CONFIG_NAME)
+    finally:
+        weights_tmp.unlink(missing_ok=True)  # gone already after a successful os.replace
+        config_tmp.unlink(missing_ok=True)
     return out_dir

@@ -12,7 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from ch03_attention import causal_mask
 from ch04_gpt_model import GPT_CONFIGS, GPTConfig, GPTModel, generate_text_simple, gpt_param_count, tie_weights
+from ch05_pretraining import gpt2_weights
 from ch05_pretraining import (
     GPT2_ALIASES,
     GPT2_REPOS,
@@ -31,7 +33,9 @@ from ch05_pretraining import (
 # No bos/eos token in the tiny vocabulary (GPT2Config's default 50256 lies outside it), so generate() runs all steps.
 HF_TINY = dict(n_embd=48, n_layer=2, n_head=4, n_positions=64, vocab_size=101, bos_token_id=None, eos_token_id=None)
 COURSE_TINY = dict(vocab_size=101, context_length=64, emb_dim=48, n_heads=4, n_layers=2, drop_rate=0.0)
-ATOL = 1e-5  # float32, eval mode: the two implementations differ only by rounding
+# float32, eval mode: the two implementations differ only by rounding, which grows with the logits' size (with
+# logits up to 43, both lie about 1.2e-5 and 1.8e-5 from a float64 reference), so the bound scales with them.
+TOL = 1e-5  # times max(1, largest |logit|)
 PUBLISHED = {  # OpenAI's GPT-2 sizes: (n_layers, emb_dim, n_heads, parameters with the head tied to wte)
     "gpt2": (12, 768, 12, 124_439_808),
     "gpt2-medium": (24, 1024, 16, 354_823_168),
@@ -84,12 +88,12 @@ def hf_greedy(model: GPT2LMHeadModel, idx: torch.Tensor, steps: int) -> torch.Te
 
 
 def assert_same_model(course: GPTModel, hf: GPT2LMHeadModel) -> None:
-    """Same logits (to ATOL) and the same 10 greedy tokens."""
+    """Same logits (to TOL, relative to the largest logit) and the same 10 greedy tokens."""
     idx = token_ids()
     with torch.no_grad():
         ours, theirs = course(idx), hf(idx).logits  # (batch, tokens, vocab_size)
     assert ours.shape == theirs.shape
-    assert (ours - theirs).abs().max().item() <= ATOL
+    assert (ours - theirs).abs().max().item() <= TOL * max(1.0, theirs.abs().max().item())
     prompt = idx[:, :4]
     assert torch.equal(generate_text_simple(course, prompt, 10, course.cfg.context_length), hf_greedy(hf, prompt, 10))
 
@@ -133,6 +137,56 @@ def test_load_gpt2_str_path_dtype_and_device(tmp_path):
     with torch.no_grad():
         diff = (model(token_ids()).float() - hf(token_ids()).logits).abs().max().item()
     assert diff < 0.1  # bfloat16 keeps about 3 significant digits
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_load_gpt2_leaves_nothing_on_meta_and_runs(tmp_path, dtype):
+    make_hf_checkpoint(tmp_path)
+    model = load_gpt2(tmp_path, dtype=dtype)
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    assert tensors and not [name for name, t in tensors.items() if t.is_meta]
+    assert {p.dtype for p in model.parameters()} == {dtype or torch.float32}
+    assert all(p.requires_grad and p.is_contiguous() for p in model.parameters())
+    # each parameter owns its memory (a view would pin the whole transposed or stacked tensor it came from)
+    assert all(p.untyped_storage().nbytes() == p.nbytes for p in model.parameters())
+    for block in model.trf_blocks:  # the causal mask is a non-persistent buffer: rebuilt, not loaded
+        assert torch.equal(block.att.mask, causal_mask(COURSE_TINY["context_length"]))
+        assert "mask" not in block.att.state_dict()
+    assert model.out_head.weight is model.tok_emb.weight
+    with torch.no_grad():
+        logits = model(token_ids())
+    assert logits.shape == (2, 12, COURSE_TINY["vocab_size"]) and torch.isfinite(logits.float()).all()
+
+
+def test_load_gpt2_gives_float32_whatever_the_file_holds(tmp_path):
+    model = make_course_model(tied=True, qkv_bias=True).to(torch.bfloat16)
+    save_hf_checkpoint(model, tmp_path)
+    assert {t.dtype for t in load_file(tmp_path / "model.safetensors").values()} == {torch.bfloat16}
+    back = load_gpt2(tmp_path)  # as before: dtype=None means GPTModel's own dtype, float32
+    assert {p.dtype for p in back.parameters()} == {torch.float32}
+    assert all(torch.equal(a.float(), b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
+    assert {p.dtype for p in load_gpt2(tmp_path, dtype=torch.bfloat16).parameters()} == {torch.bfloat16}
+
+
+def test_load_gpt2_holds_one_copy_of_the_weights(tmp_path, monkeypatch):
+    # No randomly initialised model to overwrite, and no whole-file read beside it: built on "meta", read per tensor.
+    hf = make_hf_checkpoint(tmp_path, tie_word_embeddings=False)
+    built = []
+
+    def recording_gpt_model(cfg):
+        model = GPTModel(cfg)
+        built.append({p.device.type for p in model.parameters()})
+        return model
+
+    def no_whole_file(*args, **kwargs):
+        raise AssertionError("load_gpt2 read the whole file into memory")
+
+    monkeypatch.setattr(gpt2_weights, "GPTModel", recording_gpt_model)
+    monkeypatch.setattr(gpt2_weights, "load_file", no_whole_file)
+    model = load_gpt2(tmp_path)
+    assert built == [{"meta"}]
+    assert model.out_head.weight is not model.tok_emb.weight
+    assert_same_model(model, hf)
 
 
 def test_load_sharded_checkpoint(tmp_path):
@@ -214,6 +268,61 @@ def test_save_gpt2_size_config_writes_endoftext_ids(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["bos_token_id"] == config["eos_token_id"] == 50256
     assert config["resid_pdrop"] == config["attn_pdrop"] == config["embd_pdrop"] == 0.0
+
+
+def fail_after_writing(path_arg: int):
+    """A stand-in that writes half a file at its path argument, then fails as a full disk would."""
+
+    def fail(*args, **kwargs):
+        Path(args[path_arg]).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    return fail
+
+
+@pytest.mark.parametrize("stage", ["weights", "config"])
+def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch, stage):
+    model = make_course_model()
+    if stage == "weights":  # safetensors' save_file, as gpt2_weights imported it
+        monkeypatch.setattr(gpt2_weights, "save_file", fail_after_writing(1))
+    else:  # the weights are written; serialising config.json fails
+
+        def unserialisable(*args, **kwargs):
+            raise TypeError("Object of type Tensor is not JSON serializable")
+
+        monkeypatch.setattr(gpt2_weights.json, "dumps", unserialisable)
+    out = tmp_path / "out"
+    with pytest.raises((OSError, TypeError)):
+        save_hf_checkpoint(model, out)
+    assert list(out.iterdir()) == []  # no .partial file, no weights without a config, no config.json
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    old = make_course_model(seed=1)
+    save_hf_checkpoint(old, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(gpt2_weights, "save_file", fail_after_writing(1))
+    with pytest.raises(OSError, match="No space"):
+        save_hf_checkpoint(make_course_model(seed=2), tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        torch.nn.Linear(COURSE_TINY["emb_dim"], 2),  # chapter 6's spam classifier
+        torch.nn.Linear(COURSE_TINY["emb_dim"], COURSE_TINY["vocab_size"]),  # a bias GPT-2's lm_head has no place for
+        torch.nn.Linear(COURSE_TINY["vocab_size"], COURSE_TINY["emb_dim"], bias=False),  # in and out swapped
+        torch.nn.Identity(),
+    ],
+)
+def test_save_refuses_a_head_that_is_not_a_language_model_head(tmp_path, head):
+    model = make_course_model()
+    model.out_head = head
+    with pytest.raises(ValueError, match=r"out_head.*nn\.Linear\(48, 101, bias=False\)") as info:
+        save_hf_checkpoint(model, tmp_path / "out")
+    assert "torch.save" in str(info.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_course_to_hf_state_dict_is_hf_state_dict():
