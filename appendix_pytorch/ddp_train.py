@@ -7,7 +7,8 @@ One process per device; the same file runs unchanged in every setting (from the 
     python appendix_pytorch/ddp_train.py --epochs 20                                      # one process
 
 The backend follows the hardware: NCCL on CUDA GPUs (process r uses cuda:LOCAL_RANK), gloo on the
-CPU. LLMS_DEVICE=cpu forces the CPU even where GPUs exist (DDP has no MPS backend: Macs use the CPU).
+CPU. LLMS_DEVICE=cpu forces the CPU even where GPUs exist (DDP has no MPS backend: Macs use the CPU);
+setup(device_type) and pick_device(requested) take a device that wins over LLMS_DEVICE.
 Without torchrun the script forms a process group of one, so the code path is the same.
 With --out DIR, rank r writes its final weights to DIR/rank{r}.pt and its history to DIR/rank{r}.json.
 """
@@ -53,24 +54,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def setup() -> tuple[int, int, torch.device]:
-    """Join the process group and pick this process's device; returns (rank, world_size, device)."""
+class DeviceError(ValueError):
+    """The requested device is not a device name, or this machine has none such; the message says what to use."""
+
+
+def _requested_device(name: str, check_index: bool) -> torch.device:
+    """The device `name` asks for (cpu, cuda, cuda:N or mps), checked against this machine; $LLMS_DEVICE plays no part."""
+    device_type, _, index = name.strip().lower().partition(":")
+    if device_type not in ("cpu", "cuda", "mps") or (index and (device_type != "cuda" or not index.isdigit())):
+        raise DeviceError(f"device {name!r} is not a device name: use cpu, cuda, cuda:N or mps")
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if not available[device_type]:
+        usable = ", ".join(t for t, ok in available.items() if ok)
+        raise DeviceError(f"device {name!r}: this machine or PyTorch build has no {device_type} device; "
+                          f"use one it has: {usable}")
+    if check_index and index and int(index) >= torch.cuda.device_count():
+        raise DeviceError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return torch.device(device_type if not index else f"cuda:{int(index)}")
+
+
+def pick_device(requested: str | None = None, local_rank: int | None = None) -> torch.device:
+    """This process's device: `requested` (it wins over $LLMS_DEVICE) or get_device()'s; under DDP cuda:LOCAL_RANK or CPU."""
+    if requested is not None:
+        device = _requested_device(requested, check_index=local_rank is None)
+    else:
+        try:
+            device = get_device()  # $LLMS_DEVICE, else cuda, mps, cpu
+        except (ValueError, RuntimeError) as err:
+            raise DeviceError(str(err)) from err
+    if local_rank is None:  # one process: the device as asked
+        return device
+    if device.type != "cuda":  # DDP has no MPS backend: gloo on the CPU
+        return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():  # one GPU per process, whatever index was asked for
+        raise DeviceError(
+            f"process with LOCAL_RANK={local_rank} has no GPU: this machine has {torch.cuda.device_count()}. Start at "
+            "most one process per GPU (--nproc_per_node=gpu), or train on the CPU (ask for device cpu, or set "
+            "LLMS_DEVICE=cpu where no device is passed)."
+        )
+    return torch.device("cuda", local_rank)
+
+
+def setup(device_type: str | None = None) -> tuple[int, int, torch.device]:
+    """Join the process group on this process's device (see pick_device); returns (rank, world_size, device)."""
     launched = "RANK" in os.environ  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if get_device().type == "cuda":  # honours LLMS_DEVICE; cuda first when available
-        if local_rank >= torch.cuda.device_count():
-            raise SystemExit(
-                f"process with LOCAL_RANK={local_rank} has no GPU: this machine has {torch.cuda.device_count()}. "
-                "Start at most one process per GPU (--nproc_per_node=gpu), or set LLMS_DEVICE=cpu to train on the CPU."
-            )
-        device = torch.device("cuda", local_rank)
+    device = pick_device(device_type, local_rank)  # before joining: a bad device fails alone, not in a collective
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device = torch.device("cpu")
-        backend = "gloo"
+    backend = "nccl" if device.type == "cuda" else "gloo"
     if launched:
         dist.init_process_group(backend)  # reads the rendezvous address from torchrun's variables
     else:
@@ -81,7 +116,10 @@ def setup() -> tuple[int, int, torch.device]:
 def main(argv: list[str] | None = None) -> None:
     """Train with DDP; rank 0 prints the loss per epoch, each rank saves its results if --out is given."""
     args = parse_args(argv)
-    rank, world_size, device = setup()
+    try:
+        rank, world_size, device = setup()
+    except DeviceError as err:
+        raise SystemExit(f"ddp_train.py: error: {err}") from None
     try:
         torch.manual_seed(args.seed)  # identical on every rank: same data, same initial weights
         features, labels = make_toy_data(args.n_train + args.n_test, seed=args.seed)

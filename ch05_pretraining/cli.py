@@ -12,6 +12,8 @@ that `load_gpt2(folder)` and `transformers.GPT2LMHeadModel.from_pretrained(folde
 
 Files in --out: train_state.pt (weights, optimizer, step and random state, for --resume),
 run_args.json (the settings, checked on --resume), config.json + model.safetensors (the model).
+A fresh run (no --resume) deletes an earlier run's train_state.pt before it writes its run_args.json, so that
+--resume never checks one run's settings against another run's state.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import tiktoken
@@ -30,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from appendix_pytorch import get_device
+from appendix_pytorch.ddp_train import DeviceError, pick_device
 from appendix_pytorch.ddp_train import setup as ddp_setup
 from ch02_text_data import THE_VERDICT_SHA256, THE_VERDICT_URL, DownloadError, create_dataloader, download_file
 from ch04_gpt_model import GPT_CONFIGS, GPTConfig, GPTModel, tie_weights
@@ -43,8 +46,8 @@ from ch05_pretraining.pretraining import (
     use_fused_kernels,
 )
 
-__all__ = ["MODEL_PRESETS", "SMOKE_DEFAULTS", "DEFAULT_OUT", "DATA_DIR", "UsageError", "build_parser", "parse_args",
-           "main"]
+__all__ = ["MODEL_PRESETS", "SMOKE_DEFAULTS", "DEFAULT_OUT", "DATA_DIR", "UsageError", "RankZeroFailed", "build_parser",
+           "parse_args", "main"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = PACKAGE_DIR / "data"  # where the notebook keeps the-verdict.txt too
@@ -68,6 +71,10 @@ RESUME_KEYS = ("text_sha256", "val_fraction", "model", "init_from", "tie_weights
 
 class UsageError(Exception):
     """Bad input the user can fix (missing file, text too short, no checkpoint); main prints it and returns 2."""
+
+
+class RankZeroFailed(RuntimeError):
+    """Under torchrun: rank 0 failed at a step the others wait on; they stop with this (rank 0 reports the error)."""
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -121,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "autocast where the device computes it natively, fused AdamW on CPU/CUDA; --no-fast trains "
                        "in plain float32")
     train.add_argument("--device", default=None,
-                       help="cpu, cuda, cuda:N or mps (default: $LLMS_DEVICE, else cuda, mps, cpu); under torchrun "
-                       "process r uses cuda:LOCAL_RANK or the CPU")
-    train.add_argument("--seed", type=int, default=123, help="seed for weights, dropout and batch order")
+                       help="cpu, cuda, cuda:N or mps; wins over $LLMS_DEVICE (default: $LLMS_DEVICE, else cuda, "
+                       "mps, cpu); under torchrun process r uses cuda:LOCAL_RANK when the device is a GPU, else the CPU")
+    train.add_argument("--seed", type=int, default=123,
+                       help="seed for weights, dropout and batch order (under torchrun every process starts from the "
+                       "same weights, and process r draws its dropout masks from seed + r)")
     ckpt = p.add_argument_group("checkpoints and output")
     ckpt.add_argument("--out", type=Path, default=DEFAULT_OUT,
                       help="folder for train_state.pt, run_args.json, config.json and model.safetensors")
@@ -192,12 +201,13 @@ def _launched_by_torchrun() -> bool:
 
 
 def _setup(device_name: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device); under torchrun also join the process group (gloo on CPU, NCCL on CUDA)."""
-    if not _launched_by_torchrun():
-        return 0, 1, get_device(device_name)
-    if device_name is not None:  # get_device's rule: $LLMS_DEVICE wins over the preference
-        os.environ.setdefault("LLMS_DEVICE", device_name.split(":")[0])
-    return ddp_setup()
+    """(rank, world_size, device); --device wins over $LLMS_DEVICE; under torchrun also join the process group."""
+    try:
+        if not _launched_by_torchrun():
+            return 0, 1, pick_device(device_name)
+        return ddp_setup(device_name)  # cuda:LOCAL_RANK with NCCL, or the CPU with gloo
+    except DeviceError as err:
+        raise UsageError(f"--device {device_name}: {err}" if device_name else str(err)) from err
 
 
 def _say(is_main: bool, *parts) -> None:
@@ -213,22 +223,38 @@ def _default_text() -> Path:
     return download_file(THE_VERDICT_URL, DATA_DIR, sha256=THE_VERDICT_SHA256)
 
 
-def _text_path(args: argparse.Namespace, rank: int, world_size: int) -> Path:
-    """The text file; with the default text, rank 0 downloads it and tells the others the outcome."""
-    if args.text is not None:
-        return args.text
+_PASSED_ON = (UsageError, DownloadError, WeightsUnavailableError)  # raised again, by type, on the other ranks
+
+
+def _on_rank0(work: Callable[[], str | None], rank: int, world_size: int) -> str | None:
+    """work() on rank 0 alone; every rank returns its result, or raises if it failed there (any exception)."""
     if world_size == 1:
-        return _default_text()
-    result = [None]
+        return work()
+    outcome: list = [None]
+    failure = None
     if rank == 0:
         try:
-            result[0] = str(_default_text())
-        except DownloadError as err:
-            result[0] = err
-    dist.broadcast_object_list(result, src=0)  # every rank learns the path, or the error, from rank 0
-    if isinstance(result[0], Exception):
-        raise result[0]
-    return Path(result[0])
+            outcome[0] = ("ok", work())
+        except Exception as err:  # whatever it is, the other ranks must hear of it, or they wait in the broadcast
+            failure = err
+            passed = next((cls.__name__ for cls in _PASSED_ON if isinstance(err, cls)), None)
+            outcome[0] = ("error", passed, f"{type(err).__name__}: {err}", str(err))
+    dist.broadcast_object_list(outcome, src=0)  # strings only: always picklable
+    if failure is not None:
+        raise failure  # rank 0 keeps the original exception and its traceback
+    if outcome[0][0] == "ok":
+        return outcome[0][1]
+    _, passed, described, message = outcome[0]
+    if passed is not None:
+        raise {cls.__name__: cls for cls in _PASSED_ON}[passed](message)
+    raise RankZeroFailed(f"rank 0 failed ({described}); its output has the details")
+
+
+def _text_path(args: argparse.Namespace, rank: int, world_size: int) -> Path:
+    """The text file; with the default text, rank 0 downloads it and tells the others the path or the failure."""
+    if args.text is not None:
+        return args.text
+    return Path(_on_rank0(lambda: str(_default_text()), rank, world_size))
 
 
 def _gpt2_tokenizer():
@@ -315,6 +341,30 @@ def _run_record(args, text: str, world_size: int) -> dict:
     return record
 
 
+def _write_run_record(args, record: dict) -> None:
+    """Rank 0, before training: a fresh run deletes an earlier run's train_state.pt, then writes run_args.json."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    state_path = args.out / STATE_NAME
+    if not args.resume and state_path.exists():
+        state_path.unlink()  # if kept, a --resume after a crash would check this run's settings against its state
+        print(f"note: starting afresh: deleted {state_path}, an earlier run's checkpoint (--resume continues a run "
+              "instead)", flush=True)
+    (args.out / ARGS_NAME).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def _save_and_sample(args, model: GPTModel, tokenizer, device: torch.device, history: dict) -> None:
+    """Rank 0, after training: the last losses, the Hugging Face-format model, where things are, and a sample."""
+    if history["step"]:
+        print(f"step {history['step'][-1]}: train loss {history['train_loss'][-1]:.3f}, "
+              f"val loss {history['val_loss'][-1]:.3f}")
+    save_hf_checkpoint(model, args.out)
+    print(f"saved the model to {args.out} (config.json + model.safetensors)")
+    print(f"load it with: from ch05_pretraining import load_gpt2; model = load_gpt2({str(args.out)!r})")
+    print(f"training state (for --resume): {args.out / STATE_NAME}")
+    print("sample:", end=" ", flush=True)
+    generate_and_print_sample(model, tokenizer, device, args.prompt, max_new_tokens=args.sample_tokens)
+
+
 def _check_resume(out: Path, record: dict) -> None:
     """Refuse to resume a run whose weight-changing settings differ from this one's; say which differ."""
     path = out / ARGS_NAME
@@ -338,13 +388,14 @@ def _train(args: argparse.Namespace) -> None:
     try:
         text = _read_text(_text_path(args, rank, world_size))
         record = _run_record(args, text, world_size)
-        if args.resume:
-            _check_resume(args.out, record)
+        if args.resume:  # on rank 0, which rewrites run_args.json below: no rank reads it half-written
+            _on_rank0(lambda: _check_resume(args.out, record), rank, world_size)
         tokenizer = _gpt2_tokenizer()
         train_loader, val_loader = _loaders(args, text, tokenizer, rank, world_size)
 
-        torch.manual_seed(args.seed)  # same on every rank: same initial weights and dropout masks
+        torch.manual_seed(args.seed)  # the same on every rank: the same initial weights (DDP broadcasts rank 0's too)
         model = _build_model(args).to(device)
+        torch.manual_seed(args.seed + rank)  # but each rank its own dropout masks (rank 0: as in one process)
         if model.cfg.vocab_size < tokenizer.n_vocab:
             raise UsageError(f"the model's vocabulary ({model.cfg.vocab_size}) is smaller than GPT-2's tokenizer's "
                              f"({tokenizer.n_vocab})")
@@ -370,12 +421,8 @@ def _train(args: argparse.Namespace) -> None:
              f"x {args.epochs} epochs = {steps_per_epoch * args.epochs} steps")
         _say(is_main, f"fast path: {'on' if args.fast else 'off'} (autocast {amp_dtype}, fused AdamW {fused})")
 
-        args.out.mkdir(parents=True, exist_ok=True)
         state_path = args.out / STATE_NAME
-        if is_main:
-            if not args.resume and state_path.exists():
-                print(f"note: starting afresh, {state_path} will be overwritten (--resume continues it)")
-            (args.out / ARGS_NAME).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        _on_rank0(lambda: _write_run_record(args, record), rank, world_size)
         if args.resume:
             _say(is_main, f"resuming from {state_path}")
 
@@ -393,18 +440,7 @@ def _train(args: argparse.Namespace) -> None:
         if world_size > 1:
             dist.barrier()  # rank 0 has written the last checkpoint before anyone moves on
 
-        if is_main:
-            if history["step"]:
-                print(f"step {history['step'][-1]}: train loss {history['train_loss'][-1]:.3f}, "
-                      f"val loss {history['val_loss'][-1]:.3f}")
-            save_hf_checkpoint(model, args.out)
-            print(f"saved the model to {args.out} (config.json + model.safetensors)")
-            print(f"load it with: from ch05_pretraining import load_gpt2; model = load_gpt2({str(args.out)!r})")
-            print(f"training state (for --resume): {state_path}")
-            print("sample:", end=" ", flush=True)
-            generate_and_print_sample(model, tokenizer, device, args.prompt, max_new_tokens=args.sample_tokens)
-        if world_size > 1:
-            dist.barrier()
+        _on_rank0(lambda: _save_and_sample(args, model, tokenizer, device, history), rank, world_size)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -420,8 +456,16 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process fails alike: say it once
             print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, UsageError) else 1
+    except RankZeroFailed as err:
+        print(f"{PROG}: rank {os.environ.get('RANK')} stopped: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the last checkpoint is in {args.out / STATE_NAME}; continue with the same options "
-              "and --resume", file=sys.stderr)
+        state = args.out / STATE_NAME
+        if state.is_file():
+            print(f"\ninterrupted: the last checkpoint is in {state}; continue with the same options and --resume",
+                  file=sys.stderr)
+        else:
+            print("\ninterrupted before the first checkpoint: nothing to resume; run again without --resume",
+                  file=sys.stderr)
         return 130
     return 0

@@ -1,18 +1,23 @@
 """Tests of the pretraining command line `python -m ch05_pretraining` (ch05_pretraining/cli.py).
 
-Most runs call main() in this process (fast); one runs `python -m ch05_pretraining` and one runs it under
-torchrun with two CPU processes (gloo). All use --smoke (a two-layer model, a few steps), a synthetic text
-written by the test and --out in a temporary folder: no network, nothing written into the repository.
+Most runs call main() in this process (fast); one runs `python -m ch05_pretraining`, three run it under
+torchrun with two CPU processes (gloo), and one starts two processes with torchrun's variables itself. All use
+--smoke (a two-layer model, a few steps), a synthetic text written by the test and --out in a temporary folder:
+no network, nothing written into the repository.
 """
 import contextlib
+import hashlib
 import io
 import json
 import math
 import os
 import random
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,18 +31,7 @@ from ch05_pretraining.cli import DATA_DIR, DEFAULT_OUT, SMOKE_DEFAULTS, main, pa
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A tiny model trains fastest on one thread; more only contend with whatever else the CPU runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def no_device_override(monkeypatch):
-    monkeypatch.setenv("LLMS_DEVICE", "cpu")
+pytestmark = pytest.mark.usefixtures("one_thread", "force_cpu_device")  # tests/conftest.py: LLMS_DEVICE=cpu
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +184,45 @@ def test_default_text_is_the_verdict_in_the_package_data_folder(text_file, tmp_p
     assert DATA_DIR == ROOT / "ch05_pretraining" / "data"
 
 
+def test_default_text_on_a_fresh_clone_lands_in_a_data_folder(text_file, tmp_path, monkeypatch):
+    """Before the notebook ever ran, DATA_DIR does not exist: the text must go into it, not become a file named data."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copyfile(text_file, mirror / "the-verdict.txt")  # a stand-in, with its own checksum: no network needed
+    monkeypatch.setenv("LLMS_DATA_MIRROR", str(mirror))
+    monkeypatch.setattr(cli, "THE_VERDICT_SHA256", hashlib.sha256(text_file.read_bytes()).hexdigest())
+    data_dir = tmp_path / "clone" / "ch05_pretraining" / "data"  # no such folder yet; no trailing slash
+    monkeypatch.setattr(cli, "DATA_DIR", data_dir)
+    status, _, err = run_main(["--smoke", "--out", str(tmp_path / "out"), "--no-progress", "--stop-at-step", "1"])
+    assert status == 0, err
+    assert data_dir.is_dir()
+    assert (data_dir / "the-verdict.txt").read_bytes() == text_file.read_bytes()
+
+
+def test_a_fresh_run_deletes_an_earlier_runs_state_so_resume_never_mixes_two_runs(text_file, tmp_path, monkeypatch):
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--stop-at-step", "1"))  # run A leaves a checkpoint
+    assert status == 0, err
+    assert state_step(tmp_path) == 1
+
+    real_train_model = cli.train_model
+
+    def dies_before_its_first_checkpoint(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train_model", dies_before_its_first_checkpoint)
+    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--lr", "1e-3"))  # run B: other settings, no --resume
+    assert status == 130
+    assert f"deleted {tmp_path / 'train_state.pt'}" in stdout
+    assert not (tmp_path / "train_state.pt").exists()
+    assert json.loads((tmp_path / "run_args.json").read_text())["lr"] == 1e-3
+    assert "interrupted before the first checkpoint: nothing to resume" in err
+
+    monkeypatch.setattr(cli, "train_model", real_train_model)
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--lr", "1e-3", "--resume"))  # not run A's state
+    assert status == 2
+    assert f"no checkpoint at {tmp_path / 'train_state.pt'}" in err
+
+
 # --- options ---------------------------------------------------------------------------------------------
 
 
@@ -205,6 +238,37 @@ def test_smoke_sets_its_defaults_but_explicit_options_win():
     args = parse_args(["--smoke", "--batch-size", "8"])
     assert (args.model, args.context_length, args.stop_at_step) == ("tiny", 32, SMOKE_DEFAULTS["stop_at_step"])
     assert args.batch_size == 8
+
+
+def test_device_option_wins_over_llms_device(text_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMS_DEVICE", "cuda")  # absent here; where a GPU exists, --device cpu must still win
+    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--device", "cpu", "--stop-at-step", "1"))
+    assert status == 0, err
+    assert "device cpu, world size 1" in stdout
+
+
+def test_a_bad_device_exits_with_status_2_and_says_why(text_file, tmp_path):
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--device", "tpu", "--stop-at-step", "1"))
+    assert status == 2
+    assert "--device tpu: device 'tpu' is not a device name: use cpu, cuda, cuda:N or mps" in err
+    assert "Traceback" not in err
+
+
+def test_device_option_reaches_the_process_setup_under_torchrun(monkeypatch):
+    """Under torchrun --device goes to ddp_train.setup (which gives rank r cuda:LOCAL_RANK), not via $LLMS_DEVICE."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    asked = []
+
+    def fake_setup(device_type=None):
+        asked.append((device_type, os.environ["LLMS_DEVICE"]))
+        return 1, 2, torch.device("cpu")
+
+    monkeypatch.setattr(cli, "ddp_setup", fake_setup)
+    assert cli._setup("cuda:0") == (1, 2, torch.device("cpu"))
+    assert cli._setup(None) == (1, 2, torch.device("cpu"))
+    assert asked == [("cuda:0", "cpu"), (None, "cpu")]  # the environment is left alone
 
 
 # --- bad input: a clear message and a non-zero exit, no traceback ---------------------------------------
@@ -258,13 +322,69 @@ def test_empty_text_and_context_beyond_the_init_model(smoke_run, text_file, tmp_
 # --- as a program: python -m, and torchrun with two gloo processes ------------------------------------
 
 
-def run_program(args: list[str], torchrun: bool = False) -> subprocess.CompletedProcess:
+# Run in each process instead of `-m ch05_pretraining`: main() as it is, with the model's initial weights (a hash)
+# and its first training-time dropout mask saved to PROBE_DIR/rank{RANK}.pt.
+RANK_PROBE = """
+import hashlib, os, sys, torch
+import ch05_pretraining.cli as cli
+probe_dir, argv, probe, build = sys.argv[1], sys.argv[2:], {}, cli._build_model
+
+def probed_build(args):
+    model = build(args)
+    weights = b"".join(t.detach().cpu().numpy().tobytes() for t in model.state_dict().values())
+    probe["initial_weights"] = hashlib.sha256(weights).hexdigest()
+    dropout = next(m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0)
+
+    def first_mask(module, inputs, output):
+        if module.training and "dropout_mask" not in probe:
+            probe["dropout_mask"] = (output == 0) & (inputs[0] != 0)
+
+    dropout.register_forward_hook(first_mask)
+    return model
+
+cli._build_model = probed_build
+status = cli.main(argv)
+torch.save(probe, os.path.join(probe_dir, "rank" + os.environ["RANK"] + ".pt"))
+sys.exit(status)
+"""
+ENV = {"OMP_NUM_THREADS": "1", "LLMS_DEVICE": "cpu"}
+
+
+def run_program(args: list[str], torchrun: bool = False, probe_dir: Path | None = None) -> subprocess.CompletedProcess:
+    """python -m ch05_pretraining ARGS, or under torchrun with two processes (with probe_dir: via RANK_PROBE)."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else [sys.executable]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMS_DEVICE": "cpu"}
-    result = subprocess.run(launcher + ["-m", "ch05_pretraining", *args], env=env, cwd=ROOT, capture_output=True,
+    program = ["-m", "ch05_pretraining"]
+    if probe_dir is not None:
+        launcher, program = launcher + ["--no-python", sys.executable], ["-c", RANK_PROBE, str(probe_dir)]
+    result = subprocess.run(launcher + program + args, env={**os.environ, **ENV}, cwd=ROOT, capture_output=True,
                             text=True, timeout=180)
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result
+
+
+def run_two_ranks(code: str, args: list[str], timeout: float = 90) -> list[tuple[int, str, str]]:
+    """Two processes started as torchrun starts them (RANK, WORLD_SIZE, ...), but without its agent, which would
+    kill the second when the first fails: [(exit status, stdout, stderr)] per rank; fails if one hangs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, **ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    deadline, results = time.monotonic() + timeout, []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append((proc.returncode, stdout, stderr))
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            proc.kill()
+        outputs = [proc.communicate() for proc in procs]
+        pytest.fail(f"still running after {timeout} s (waiting in a collective?): {outputs}")
+    return results
 
 
 def steps_per_epoch(stdout: str) -> tuple[int, int]:
@@ -282,9 +402,16 @@ def test_python_dash_m_smoke_run(text_file, tmp_path):
     assert load_gpt2(tmp_path / "run").cfg.n_layers == 2
 
 
-def test_torchrun_two_gloo_processes(text_file, tmp_path):
-    out = tmp_path / "ddp"
-    result = run_program(["--smoke", "--text", str(text_file), "--out", str(out), "--no-progress"], torchrun=True)
+@pytest.fixture(scope="module")
+def ddp_run(text_file, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """A 2-process smoke run under torchrun to step 4: (--out, probe folder, the finished process)."""
+    out, probes = tmp_path_factory.mktemp("ddp"), tmp_path_factory.mktemp("probes")
+    result = run_program(smoke_args(text_file, out), torchrun=True, probe_dir=probes)
+    return out, probes, result
+
+
+def test_torchrun_two_gloo_processes(ddp_run):
+    out, _, result = ddp_run
     assert result.stdout.count("world size 2, backend gloo") == 1  # only rank 0 prints
     assert result.stdout.count("saved the model to") == 1
     windows, steps = steps_per_epoch(result.stdout)
@@ -293,3 +420,45 @@ def test_torchrun_two_gloo_processes(text_file, tmp_path):
     assert json.loads((out / "run_args.json").read_text())["world_size"] == 2
     model = load_gpt2(out)
     assert model.cfg.context_length == SMOKE_DEFAULTS["context_length"]
+
+
+def test_torchrun_ranks_start_from_the_same_weights_but_draw_their_own_dropout_masks(ddp_run):
+    _, probes, _ = ddp_run
+    rank0, rank1 = (torch.load(probes / f"rank{rank}.pt", weights_only=True) for rank in (0, 1))
+    assert rank0["initial_weights"] == rank1["initial_weights"]
+    mask0, mask1 = rank0["dropout_mask"], rank1["dropout_mask"]
+    assert mask0.shape == mask1.shape and 0 < mask0.float().mean() < 0.5
+    assert not torch.equal(mask0, mask1)  # the same masks on every rank would be one mask on a bigger batch
+
+
+def test_torchrun_resume_continues_to_the_same_weights_as_an_uninterrupted_run(ddp_run, text_file, tmp_path):
+    full, _, _ = ddp_run  # stopped at step 4 (--smoke)
+    run_program(smoke_args(text_file, tmp_path, "--stop-at-step", "2"), torchrun=True)
+    assert state_step(tmp_path) == 2
+    result = run_program(smoke_args(text_file, tmp_path, "--resume"), torchrun=True)
+    assert "resuming from" in result.stdout
+    assert state_step(tmp_path) == 4
+    uninterrupted, resumed = load_file(full / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    for name in uninterrupted:
+        assert torch.equal(uninterrupted[name], resumed[name]), name
+
+
+FAIL_ON_RANK0 = """
+import sys
+import ch05_pretraining.cli as cli
+
+def disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+cli.download_file = disk_full  # patched on every rank, but only rank 0 downloads the default text
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_failure_on_rank_0_stops_the_other_ranks_too(tmp_path):
+    """Not only a DownloadError: any failure while rank 0 fetches the text reaches the ranks waiting for it."""
+    (status0, _, err0), (status1, out1, err1) = run_two_ranks(FAIL_ON_RANK0, ["--smoke", "--out", str(tmp_path)])
+    assert status0 == 1 and "OSError: [Errno 28] No space left on device" in err0  # with its traceback
+    assert status1 == 1, err1
+    assert "rank 1 stopped: rank 0 failed (OSError: [Errno 28] No space left on device)" in err1
+    assert "Traceback" not in err1

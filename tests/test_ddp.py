@@ -1,4 +1,4 @@
-"""End-to-end tests of appendix_pytorch/ddp_train.py: two gloo processes under torchrun, and one plain process."""
+"""Tests of appendix_pytorch/ddp_train.py: two gloo processes under torchrun, one plain process, the device choice."""
 import importlib.util
 import json
 import os
@@ -116,3 +116,70 @@ def test_bad_arguments_are_rejected(argv, message, capsys):
 def test_defaults_parse():
     args = _import_script().parse_args([])
     assert (args.epochs, args.batch_size, args.lr, args.out) == (20, 32, 0.01, None)
+
+
+# --- the device choice: no GPU needed (CUDA's presence is monkeypatched) ---------------------------------------------
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """Pretend this machine has two CUDA devices and no MPS."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_a_requested_device_wins_over_llms_device(two_gpus, monkeypatch):
+    from appendix_pytorch.ddp_train import pick_device
+    monkeypatch.setenv("LLMS_DEVICE", "cpu")
+    assert pick_device() == torch.device("cpu")  # nothing requested: $LLMS_DEVICE
+    assert pick_device("cuda") == torch.device("cuda")
+    assert pick_device("CUDA:1") == torch.device("cuda", 1)
+    monkeypatch.setenv("LLMS_DEVICE", "cuda")
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_each_ddp_process_gets_the_gpu_of_its_local_rank(two_gpus, monkeypatch):
+    from appendix_pytorch.ddp_train import pick_device
+    monkeypatch.delenv("LLMS_DEVICE", raising=False)
+    for requested in (None, "cuda", "cuda:0", "cuda:1"):  # an index is ignored: one GPU per process
+        assert [pick_device(requested, rank) for rank in (0, 1)] == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    monkeypatch.setenv("LLMS_DEVICE", "cpu")
+    assert pick_device(None, 1) == torch.device("cpu")
+    assert pick_device("cuda", 1) == torch.device("cuda", 1)  # the request wins over LLMS_DEVICE=cpu here too
+    monkeypatch.setenv("LLMS_DEVICE", "cuda")
+    assert pick_device("cpu", 1) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("requested, local_rank, message", [
+    ("tpu", None, "device 'tpu' is not a device name: use cpu, cuda, cuda:N or mps"),
+    ("cpu:0", None, "is not a device name"),
+    ("mps", None, "has no mps device; use one it has: cuda, cpu"),
+    ("cuda:2", None, "this machine has 2 CUDA device(s), cuda:0 to cuda:1"),
+    ("cuda", 2, "LOCAL_RANK=2 has no GPU: this machine has 2"),
+])
+def test_a_bad_or_missing_device_says_what_to_use(two_gpus, requested, local_rank, message):
+    from appendix_pytorch.ddp_train import DeviceError, pick_device
+    with pytest.raises(DeviceError) as exc:
+        pick_device(requested, local_rank)
+    assert message in str(exc.value)
+
+
+def test_setup_uses_the_device_it_is_given_over_llms_device(monkeypatch):
+    from appendix_pytorch.ddp_train import setup
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LLMS_DEVICE", "mps")  # absent here (or not usable by DDP): the argument must win
+    try:
+        assert setup("cpu") == (0, 1, torch.device("cpu"))
+        assert torch.distributed.get_backend() == "gloo"
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def test_the_script_reports_a_bad_llms_device_in_one_line(monkeypatch):
+    monkeypatch.setenv("LLMS_DEVICE", "tpu")
+    with pytest.raises(SystemExit) as exc:
+        _import_script().main(["--epochs", "1"])
+    assert "ddp_train.py: error:" in str(exc.value.code) and "'tpu'" in str(exc.value.code)
