@@ -32,7 +32,7 @@ def calc_loss_batch(
     """Mean next-token cross-entropy of one (inputs, targets) batch; amp_dtype runs the model in autocast."""
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
     device_type = torch.device(device).type
-    with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+    with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):  # off: plain float32
         logits = model(input_batch)  # (batch, tokens, vocab_size)
     return F.cross_entropy(logits.flatten(0, 1).float(), target_batch.flatten())  # loss in float32
 
