@@ -42,6 +42,7 @@ from ch05_pretraining.pretraining import (
     TrainConfig,
     autocast_dtype,
     generate_and_print_sample,
+    param_groups,
     train_model,
     use_fused_kernels,
 )
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=5e-4, help="peak learning rate, reached after the warm-up")
     train.add_argument("--min-lr", type=float, default=5e-5, help="learning rate at the end of the cosine decay")
     train.add_argument("--warmup-steps", type=int, default=9, help="steps of linear learning-rate warm-up")
-    train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
+    train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay of the weight matrices (biases, norms and embeddings get none)")
     train.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm; 0 turns clipping off")
     train.add_argument("--eval-freq", type=int, default=5, help="estimate train/val loss every this many steps")
     train.add_argument("--eval-iter", type=int, default=5, help="batches per loss estimate")
@@ -402,7 +403,7 @@ def _train(args: argparse.Namespace) -> None:
         amp_dtype = autocast_dtype(device) if args.fast else None
         use_fused_kernels(model, enabled=args.fast)
         fused = args.fast and device.type in ("cpu", "cuda")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+        optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr,
                                       **({"fused": True} if fused else {}))
         train_model_in = model
         if world_size > 1:  # gradients are averaged over the processes in backward()
