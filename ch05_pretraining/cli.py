@@ -37,7 +37,7 @@ from appendix_pytorch.ddp_train import DeviceError, pick_device
 from appendix_pytorch.ddp_train import setup as ddp_setup
 from ch02_text_data import THE_VERDICT_SHA256, THE_VERDICT_URL, DownloadError, create_dataloader, download_file
 from ch04_gpt_model import GPT_CONFIGS, GPTConfig, GPTModel, tie_weights
-from ch05_pretraining.gpt2_weights import WeightsUnavailableError, load_gpt2, save_hf_checkpoint
+from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS, WeightsUnavailableError, load_gpt2, save_hf_checkpoint
 from ch05_pretraining.pretraining import (
     TrainConfig,
     autocast_dtype,
@@ -48,7 +48,7 @@ from ch05_pretraining.pretraining import (
 )
 
 __all__ = ["MODEL_PRESETS", "SMOKE_DEFAULTS", "DEFAULT_OUT", "DATA_DIR", "UsageError", "RankZeroFailed", "build_parser",
-           "parse_args", "main"]
+           "parse_args", "main", "load_pretrained"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = PACKAGE_DIR / "data"  # where the notebook keeps the-verdict.txt too
@@ -470,3 +470,28 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return 130
     return 0
+
+
+def load_pretrained(
+    name: str = "gpt2", device: str | torch.device | None = None, *, smoke: bool = False
+) -> tuple[GPTModel, str]:
+    """OpenAI's GPT-2 weights if they can be had, else the chapter-5 model in DEFAULT_OUT (trained first if missing).
+
+    Returns the model (in eval mode) and a sentence naming it, for the fine-tuning chapters to print. When the
+    substitute is missing it is trained with this command line: the chapter's run, or `--smoke` (a tiny model,
+    seconds) when smoke is true.
+    """
+    try:
+        return load_gpt2(name, device=device), f"OpenAI's GPT-2 {name} ({GPT2_REPOS[GPT2_ALIASES.get(name, name)]})"
+    except WeightsUnavailableError as err:
+        print(f"OpenAI's {name} weights are not available here:\n{err}\n")
+    root = PACKAGE_DIR.parent
+    where = DEFAULT_OUT.relative_to(root).as_posix() if DEFAULT_OUT.is_relative_to(root) else str(DEFAULT_OUT)
+    if not (DEFAULT_OUT / "model.safetensors").is_file():
+        argv = ["--smoke", "--no-progress"] if smoke else ["--no-progress"]
+        print(f"No chapter-5 model in {where} yet: training it with `{PROG} {' '.join(argv)}` (the chapter-5 notebook "
+              "saves the same model there) ...")
+        if main([*argv, "--out", str(DEFAULT_OUT)]) != 0:
+            raise RuntimeError(f"could not train the substitute model; run `{PROG}` in a terminal to see why")
+    source = f"the substitute: the model pretrained on The Verdict in chapter 5 ({where})"
+    return load_gpt2(DEFAULT_OUT, device=device), source

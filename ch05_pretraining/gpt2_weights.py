@@ -61,6 +61,7 @@ __all__ = [
     "load_hf_weights",
     "load_gpt2",
     "save_hf_checkpoint",
+    "END_OF_TEXT_ID",
 ]
 
 GPT2_REPOS: dict[str, str] = {  # model name -> Hugging Face Hub repository
