@@ -28,24 +28,29 @@ SMS_SPAM_MEMBER = "SMSSpamCollection"  # the zip's data file: one "label<TAB>mes
 LABELS = ("ham", "spam")  # class 0 and class 1
 
 
+def _write_atomically(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path to path: readers never see a half-written file."""
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def extract_member(zip_path: str | Path, member: str, dest_dir: str | Path) -> Path:
     """Extract one member of a zip file into dest_dir (atomically), refusing names that would leave dest_dir."""
-    dest_dir = Path(dest_dir).resolve()
     parts = member.replace("\\", "/").split("/")
-    target = dest_dir.joinpath(*parts).resolve()
-    if member.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts or not target.is_relative_to(dest_dir):
-        raise ValueError(f"refusing to extract {member!r}: it would be written outside {dest_dir}")
+    out = Path(dest_dir).joinpath(*parts)  # returned as given (relative stays relative)
+    root, target = Path(dest_dir).resolve(), out.resolve()
+    if member.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts or not target.is_relative_to(root):
+        raise ValueError(f"refusing to extract {member!r}: it would be written outside {root}")
     with zipfile.ZipFile(zip_path) as archive:
         if member not in archive.namelist():
             raise FileNotFoundError(f"{zip_path} has no member {member!r}; it holds {archive.namelist()}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".partial")
-        try:
-            tmp.write_bytes(archive.read(member))
-            os.replace(tmp, target)  # atomic: the file is complete or absent
-        finally:
-            tmp.unlink(missing_ok=True)
-    return target
+        _write_atomically(target, lambda tmp: tmp.write_bytes(archive.read(member)))  # complete or absent
+    return out
 
 
 def download_sms_spam(data_dir: str | Path = "data") -> Path:
@@ -86,10 +91,15 @@ def random_split(
     return shuffled[:train_end], shuffled[train_end:val_end], shuffled[val_end:]
 
 
+def pad_ids(ids: list[int], max_length: int, pad_token_id: int = END_OF_TEXT_ID) -> list[int]:
+    """The first max_length ids, padded at the end with pad_token_id to exactly max_length."""
+    ids = ids[:max_length]
+    return ids + [pad_token_id] * (max_length - len(ids))
+
+
 def encode_padded(text: str, tokenizer, max_length: int, pad_token_id: int = END_OF_TEXT_ID) -> list[int]:
     """Token ids of text, cut to its first max_length tokens and padded at the end to exactly max_length."""
-    ids = tokenizer.encode(text, disallowed_special=())[:max_length]  # disallowed_special=(): "<|endoftext|>" is text
-    return ids + [pad_token_id] * (max_length - len(ids))
+    return pad_ids(tokenizer.encode(text, disallowed_special=()), max_length, pad_token_id)  # "<|endoftext|>": text
 
 
 class SpamDataset(Dataset):
@@ -103,15 +113,16 @@ class SpamDataset(Dataset):
         unknown = sorted(set(df["Label"]) - set(labels))
         if unknown:
             raise ValueError(f"unknown labels {unknown[:5]}; expected one of {tuple(labels)}")
-        longest = max(len(tokenizer.encode(text, disallowed_special=())) for text in df["Text"])
+        encoded = [tokenizer.encode(text, disallowed_special=()) for text in df["Text"]]  # "<|endoftext|>" is text
+        longest = max(len(ids) for ids in encoded)
         if max_length is None and longest > context_length:
             raise ValueError(f"the longest text has {longest} tokens, more than context_length={context_length}: "
                              f"pass max_length <= {context_length} to keep only the first max_length tokens")
         self.max_length = longest if max_length is None else check_positive_int("max_length", max_length)
         if self.max_length > context_length:
             raise ValueError(f"max_length={self.max_length} exceeds the model's context_length={context_length}")
-        self.num_truncated = sum(len(tokenizer.encode(t, disallowed_special=())) > self.max_length for t in df["Text"])
-        self.input_ids = torch.tensor([encode_padded(t, tokenizer, self.max_length, pad_token_id) for t in df["Text"]])
+        self.num_truncated = sum(len(ids) > self.max_length for ids in encoded)
+        self.input_ids = torch.tensor([pad_ids(ids, self.max_length, pad_token_id) for ids in encoded])
         self.labels = torch.tensor([list(labels).index(label) for label in df["Label"]])
 
     def __len__(self) -> int:
@@ -245,16 +256,6 @@ CLASSIFIER_WEIGHTS = "model.safetensors"
 CLASSIFIER_CONFIG = "classifier.json"
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path to path: readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_classifier(
     model: GPTModel, out_dir: str | Path, max_length: int, *, labels: Sequence[str] = LABELS, pool: str = "last"
 ) -> Path:
@@ -293,6 +294,7 @@ __all__ = [
     "load_sms_spam",
     "balance_classes",
     "random_split",
+    "pad_ids",
     "encode_padded",
     "SpamDataset",
     "add_classification_head",

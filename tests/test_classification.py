@@ -29,6 +29,7 @@ from ch06_classification import (
     classify_text,
     download_sms_spam,
     encode_padded,
+    pad_ids,
     evaluate_classifier,
     extract_member,
     freeze_for_finetuning,
@@ -67,9 +68,15 @@ def make_zip(path: Path, members: dict[str, bytes]) -> Path:
 def test_extract_member_writes_the_member_and_no_temporary_file(tmp_path):
     archive = make_zip(tmp_path / "a.zip", {"SMSSpamCollection": b"ham\thello\n", "sub/x.txt": b"x"})
     out = extract_member(archive, "SMSSpamCollection", tmp_path / "out")
-    assert out == (tmp_path / "out" / "SMSSpamCollection").resolve() and out.read_bytes() == b"ham\thello\n"
+    assert out == tmp_path / "out" / "SMSSpamCollection" and out.read_bytes() == b"ham\thello\n"
     assert extract_member(archive, "sub/x.txt", tmp_path / "out").read_bytes() == b"x"
     assert not list((tmp_path / "out").rglob("*.partial"))
+
+
+def test_extract_member_returns_a_relative_path_for_a_relative_folder(tmp_path, monkeypatch):
+    archive = make_zip(tmp_path / "a.zip", {"m": b"x"})
+    monkeypatch.chdir(tmp_path)
+    assert extract_member(archive, "m", "data") == Path("data") / "m"  # the notebook prints it: no local path
 
 
 @pytest.mark.parametrize("name", ["../evil.txt", "a/../../evil.txt", "/etc/evil", "..\\evil.txt", "C:\\evil.txt",
@@ -144,6 +151,12 @@ def test_random_split_rejects_bad_fractions(fracs):
 
 
 # --- dataset ---------------------------------------------------------------------------------------------
+
+def test_pad_ids_cuts_and_pads_to_exactly_max_length():
+    assert pad_ids([1, 2, 3], 5) == [1, 2, 3, PAD, PAD]
+    assert pad_ids([1, 2, 3], 2) == [1, 2]
+    assert pad_ids([], 2, pad_token_id=0) == [0, 0]
+
 
 def test_encode_padded_pads_truncates_and_treats_end_of_text_in_a_message_as_text(gpt2_tokenizer):
     ids = gpt2_tokenizer.encode("hello world")
