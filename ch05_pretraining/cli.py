@@ -478,8 +478,8 @@ def load_pretrained(
     """OpenAI's GPT-2 weights if they can be had, else the chapter-5 model in DEFAULT_OUT (trained first if missing).
 
     Returns the model (in eval mode) and a sentence naming it, for the fine-tuning chapters to print. When the
-    substitute is missing it is trained with this command line: the chapter's run, or `--smoke` (a tiny model,
-    seconds) when smoke is true.
+    substitute is missing it is trained with this command line: the chapter's run, or `--smoke --context-length 256`
+    (a tiny model, seconds, with room for an instruction prompt) when smoke is true.
     """
     try:
         return load_gpt2(name, device=device), f"OpenAI's GPT-2 {name} ({GPT2_REPOS[GPT2_ALIASES.get(name, name)]})"
@@ -488,7 +488,8 @@ def load_pretrained(
     root = PACKAGE_DIR.parent
     where = DEFAULT_OUT.relative_to(root).as_posix() if DEFAULT_OUT.is_relative_to(root) else str(DEFAULT_OUT)
     if not (DEFAULT_OUT / "model.safetensors").is_file():
-        argv = ["--smoke", "--no-progress"] if smoke else ["--no-progress"]
+        # smoke: the tiny model, but with the chapter's context of 256 tokens, so that ch07's prompts fit
+        argv = ["--smoke", "--context-length", "256", "--no-progress"] if smoke else ["--no-progress"]
         print(f"No chapter-5 model in {where} yet: training it with `{PROG} {' '.join(argv)}` (the chapter-5 notebook "
               "saves the same model there) ...")
         if main([*argv, "--out", str(DEFAULT_OUT)]) != 0:

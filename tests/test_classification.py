@@ -424,3 +424,4 @@ def test_load_pretrained_trains_a_missing_substitute(monkeypatch, tmp_path, the_
     model, source = cli.load_pretrained("gpt2", smoke=True)
     assert (tmp_path / "missing" / "model.safetensors").is_file()
     assert "training it with" in capsys.readouterr().out and model.cfg.emb_dim == cli.MODEL_PRESETS["tiny"].emb_dim
+    assert model.cfg.context_length == 256  # room for chapter 7's prompts
