@@ -48,6 +48,7 @@ EXPORTS: list[tuple[str, str]] = [
     ("ch06_classification/ch06.ipynb", "ch06_classification/classification.py"),
     ("ch06_classification/lora.ipynb", "ch06_classification/lora.py"),
     ("ch07_instruction/ch07.ipynb", "ch07_instruction/instruction.py"),
+    ("ch07_instruction/dpo.ipynb", "ch07_instruction/dpo.py"),
 ]
 
 

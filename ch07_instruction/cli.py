@@ -1,0 +1,324 @@
+"""The instruction command line: `python -m ch07_instruction finetune | generate | evaluate | chat`.
+
+Hand-written infrastructure (not generated from a notebook). It wires chapter 7's pieces together:
+
+    python -m ch07_instruction finetune data.json --out runs/instruct      # fine-tune (GPT-2 355M or the substitute)
+    python -m ch07_instruction finetune data.json --smoke --out /tmp/x     # a few steps on a tiny model (seconds)
+    python -m ch07_instruction finetune data.json --out runs/x --lora 16   # LoRA adapters (chapter 6), merged at the end
+    python -m ch07_instruction finetune data.json --out runs/x --resume    # continue from OUT/train_state.pt
+    python -m ch07_instruction generate questions.json --model runs/instruct --out answers.json
+    python -m ch07_instruction evaluate answers.json [--model runs/instruct]   # ROUGE-L, loss, and the judge if set
+    python -m ch07_instruction chat --model runs/instruct                   # type instructions, watch the answer
+
+Every input file is checked before any work starts (a list of objects with the needed text fields,
+prompts that fit the model's context), and outputs are written to a temporary name and renamed, so a
+bad input or a crash never leaves half a file or overwrites a good one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from appendix_pytorch.ddp_train import DeviceError, pick_device
+from ch02_text_data import DownloadError
+from ch05_pretraining import TrainConfig, WeightsUnavailableError, autocast_dtype, load_gpt2, train_model
+from ch05_pretraining.cli import _gpt2_tokenizer, load_pretrained
+from ch06_classification import apply_lora, merge_lora
+from ch07_instruction.instruction import (
+    PROMPT_STYLES,
+    InstructionDataset,
+    Judge,
+    LengthBucketSampler,
+    answer_instructions,
+    answer_loss,
+    format_prompt,
+    generate_batched,
+    instruction_collate,
+    instruction_loss,
+    judge_responses,
+    load_instruction_data,
+    load_instruction_model,
+    rouge_l,
+    save_instruction_model,
+    save_responses,
+)
+
+__all__ = ["build_parser", "main", "UsageError", "SMOKE_RECORDS"]
+
+PROG = "python -m ch07_instruction"
+STATE_NAME = "train_state.pt"
+SMOKE_RECORDS = 16  # --smoke trains on the first 16 records for 2 steps
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Fine-tune GPT to follow instructions, answer, score, chat.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ft = commands.add_parser("finetune", help="fine-tune on a JSON file of instruction/input/output records")
+    ft.add_argument("data", type=Path, help="JSON list of records with 'instruction', 'output' (and optional 'input')")
+    ft.add_argument("--out", type=Path, required=True, help="folder for the model and the training state")
+    ft.add_argument("--model", default="gpt2-medium",
+                    help="GPT-2 size (falls back to the chapter-5 model offline) or a checkpoint folder")
+    ft.add_argument("--style", choices=PROMPT_STYLES, default="alpaca", help="prompt template")
+    ft.add_argument("--epochs", type=int, default=2)
+    ft.add_argument("--lr", type=float, default=5e-5, help="learning rate (constant)")
+    ft.add_argument("--batch-size", type=int, default=8)
+    ft.add_argument("--val-fraction", type=float, default=0.05, help="share of the records held out for validation")
+    ft.add_argument("--mask-prompt", action="store_true", help="compute the loss on the answer tokens only")
+    ft.add_argument("--lora", type=int, default=None, metavar="RANK", help="train LoRA adapters of this rank only")
+    ft.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale alpha (default: the rank)")
+    ft.add_argument("--eval-freq", type=int, default=10, help="steps between evaluations (5 batches each)")
+    ft.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    ft.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    ft.add_argument("--stop-at-step", type=int, default=None, help="stop after this many steps (resume later)")
+    ft.add_argument("--smoke", action="store_true",
+                    help=f"seconds, for CI: the first {SMOKE_RECORDS} records, 2 steps, a tiny model when offline")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bar (one line per evaluation)")
+    ft.add_argument("--seed", type=int, default=123)
+
+    gen = commands.add_parser("generate", help="answer a JSON file of instructions, write the records with responses")
+    gen.add_argument("data", type=Path, help="JSON list of records with 'instruction' (and optional 'input')")
+    gen.add_argument("--model", type=Path, required=True, help="a folder written by finetune")
+    gen.add_argument("--out", type=Path, required=True, help="JSON file to write (records + 'model_response')")
+    _decoding_options(gen)
+    gen.add_argument("--batch-size", type=int, default=16)
+    gen.add_argument("--no-progress", action="store_true")
+
+    ev = commands.add_parser("evaluate", help="offline scores of a responses file, plus the judge if configured")
+    ev.add_argument("data", type=Path, help="JSON written by generate (records with 'output' and 'model_response')")
+    ev.add_argument("--model", type=Path, default=None, help="also score the reference answers' loss and perplexity")
+    ev.add_argument("--no-judge", action="store_true", help="skip the judge even if LLMS_JUDGE_URL is set")
+    ev.add_argument("--no-progress", action="store_true")
+
+    chat = commands.add_parser("chat", help="type instructions in the terminal; the answer streams as it is written")
+    chat.add_argument("--model", type=Path, required=True, help="a folder written by finetune")
+    _decoding_options(chat)
+    for sub in (gen, chat):
+        sub.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    ft.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    return parser
+
+
+def _decoding_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--max-new-tokens", type=int, default=256)
+    sub.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    sub.add_argument("--top-k", type=int, default=None)
+    sub.add_argument("--seed", type=int, default=123, help="for sampling (temperature > 0)")
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def _load_records(path: Path, required: tuple[str, ...]) -> list[dict]:
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist")
+    try:
+        return load_instruction_data(path, required=required)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _check_prompts_fit(records: list[dict], tokenizer, style: str, context_length: int, path: Path) -> None:
+    for i, entry in enumerate(records):
+        n = len(tokenizer.encode(format_prompt(entry, style), disallowed_special=()))
+        if n >= context_length:
+            raise UsageError(f"{path}: record {i}'s prompt is {n} tokens, but the model's context_length is "
+                             f"{context_length}: shorten its instruction or input (nothing was written)")
+
+
+def _write_json_atomically(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _device(name: str | None) -> torch.device:
+    """--device wins over $LLMS_DEVICE (as in chapter 5's command line); else the best available."""
+    try:
+        return pick_device(name)
+    except DeviceError as err:
+        raise UsageError(f"--device {name}: {err}" if name else str(err)) from None
+
+
+def _load_model_dir(folder: Path, device: torch.device):
+    if not folder.is_dir():
+        raise UsageError(f"--model {folder}: no such folder (give a folder written by `{PROG} finetune`)")
+    try:
+        return load_instruction_model(folder, device)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"--model {folder}: {err}") from None
+
+
+# --- finetune ------------------------------------------------------------------------------------------
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "eval_freq", "checkpoint_every"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.lora is not None and args.lora < 1:
+        raise UsageError("--lora RANK must be >= 1")
+    if not 0 < args.val_fraction < 1:
+        raise UsageError("--val-fraction must be between 0 and 1")
+    records = _load_records(args.data, ("instruction", "output"))
+    if args.smoke:
+        records = records[:SMOKE_RECORDS]
+    n_val = max(1, round(len(records) * args.val_fraction))
+    if len(records) - n_val < args.batch_size:
+        raise UsageError(f"{args.data} has {len(records)} records: too few for a validation share of "
+                         f"{args.val_fraction} and batches of {args.batch_size}")
+    state = args.out / STATE_NAME
+    if args.resume and not state.is_file():
+        raise UsageError(f"--resume: {state} does not exist; run without --resume to start")
+    tokenizer = _gpt2_tokenizer()
+    device = _device(args.device)
+    torch.manual_seed(args.seed)
+    if Path(args.model).is_dir():
+        model, source = load_gpt2(Path(args.model), device=device), f"the checkpoint in {args.model}"
+    else:
+        model, source = load_pretrained(args.model, device, smoke=args.smoke)
+    print(f"base model: {source}", flush=True)
+    _check_prompts_fit(records, tokenizer, args.style, model.cfg.context_length, args.data)
+    if args.lora is not None:
+        size = apply_lora(model, rank=args.lora, alpha=args.lora_alpha or args.lora, skip=("out_head",))
+        print(f"LoRA rank {args.lora}: {size:,} trainable parameters", flush=True)
+
+    train, val = records[: len(records) - n_val], records[len(records) - n_val :]
+    collate = partial(instruction_collate, mask_prompt=args.mask_prompt, max_length=model.cfg.context_length)
+    train_set, val_set = InstructionDataset(train, tokenizer, args.style), InstructionDataset(val, tokenizer, args.style)
+    sampler = LengthBucketSampler([len(ids) for ids, _ in train_set], args.batch_size, drop_last=True)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, collate_fn=collate)
+    print(f"{len(train)} training records ({len(train_loader)} batches per epoch), {len(val)} validation", flush=True)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.1)
+    cfg = TrainConfig(num_epochs=args.epochs, peak_lr=args.lr, min_lr=args.lr, warmup_steps=0,
+                      eval_freq=2 if args.smoke else args.eval_freq, eval_iter=2 if args.smoke else 5,
+                      amp_dtype=autocast_dtype(device), checkpoint_every=args.checkpoint_every)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        state.unlink(missing_ok=True)
+    stop = args.stop_at_step if args.stop_at_step is not None else (2 if args.smoke else None)
+    history = train_model(model, train_loader, val_loader, optimizer, device, cfg, loss_fn=instruction_loss,
+                          checkpoint_path=state, resume=args.resume, stop_at_step=stop,
+                          progress=not args.no_progress)
+    if args.lora is not None:
+        merge_lora(model)  # plain nn.Linear layers again: the saved model needs no LoRA code to load
+    save_instruction_model(model.eval(), args.out, style=args.style, source=source)
+    _write_json_atomically(args.out / "history.json", history)
+    print(f"saved the model to {args.out} (Hugging Face GPT-2 format + instruction.json); training state in {state}")
+
+
+# --- generate, evaluate, chat --------------------------------------------------------------------------
+
+
+def _generate(args: argparse.Namespace) -> None:
+    records = _load_records(args.data, ("instruction",))
+    device = _device(args.device)
+    model, style = _load_model_dir(args.model, device)
+    tokenizer = _gpt2_tokenizer()
+    _check_prompts_fit(records, tokenizer, style, model.cfg.context_length, args.data)
+    torch.manual_seed(args.seed)
+    responses = answer_instructions(model, records, tokenizer, style=style, batch_size=args.batch_size,
+                                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                    top_k=args.top_k, amp_dtype=autocast_dtype(device), progress=not args.no_progress)
+    save_responses(records, responses, args.out)
+    print(f"wrote {len(responses)} responses to {args.out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    records = _load_records(args.data, ("instruction", "output", "model_response"))
+    scores = [rouge_l(r["model_response"], r["output"]) for r in records]
+    print(f"{len(records)} responses: mean ROUGE-L {sum(scores) / len(scores):.3f}")
+    if args.model is not None:
+        device = torch.device("cpu")
+        model, style = _load_model_dir(args.model, device)
+        tokenizer = _gpt2_tokenizer()
+        _check_prompts_fit(records, tokenizer, style, model.cfg.context_length, args.data)
+        collate = partial(instruction_collate, mask_prompt=True, max_length=model.cfg.context_length)
+        loader = DataLoader(InstructionDataset(records, tokenizer, style), batch_size=8, collate_fn=collate)
+        result = answer_loss(model, loader, device, autocast_dtype(device))
+        print(f"reference answers under {args.model}: loss {result['loss']:.3f}, perplexity "
+              f"{result['perplexity']:.1f} ({result['tokens']:,} tokens)")
+    judge = None if args.no_judge else Judge.from_env()
+    if judge is None:
+        print("judge: not configured (set LLMS_JUDGE_URL and LLMS_JUDGE_MODEL to use a local Ollama or "
+              "OpenAI-compatible server)")
+        return
+    judge_scores, errors = judge_responses(judge, records, [r["model_response"] for r in records],
+                                           progress=not args.no_progress)
+    valid = [s for s in judge_scores if s is not None]
+    mean = f"mean {sum(valid) / len(valid):.1f} / 100" if valid else "no score"
+    print(f"judge {judge.model} ({judge.api} API at {judge.url}): {len(valid)} of {len(records)} scored, {mean}")
+    for message in errors[:5]:
+        print(f"  {message}")
+
+
+class _Streamer:
+    """Prints the decoded text of one row's tokens as they arrive (whole characters only)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids, self.shown = tokenizer, [], ""
+
+    def __call__(self, row: int, token_id: int) -> None:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            return
+        print(text[len(self.shown) :], end="", flush=True)
+        self.shown = text
+
+
+def _chat(args: argparse.Namespace) -> None:
+    device = _device(args.device)
+    model, style = _load_model_dir(args.model, device)
+    tokenizer = _gpt2_tokenizer()
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    print(f"chatting with {args.model} ({style} prompts). Type an instruction; an empty line or Ctrl-D ends.")
+    while True:
+        try:
+            instruction = input(">>> ").strip()
+        except EOFError:
+            print()
+            return
+        if not instruction:
+            return
+        ids = tokenizer.encode(format_prompt({"instruction": instruction}, style), disallowed_special=())
+        if len(ids) >= model.cfg.context_length:
+            print(f"(that prompt is {len(ids)} tokens; the model reads at most {model.cfg.context_length - 1})")
+            continue
+        generate_batched(model, [ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                         generator=generator, amp_dtype=autocast_dtype(device), on_token=_Streamer(tokenizer))
+        print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 download/weights failure, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    command = {"finetune": _finetune, "generate": _generate, "evaluate": _evaluate, "chat": _chat}[args.command]
+    try:
+        command(args)
+    except (UsageError, DownloadError, WeightsUnavailableError) as err:
+        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+    except ValueError as err:  # e.g. a sampling option out of range, found by the library
+        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.command == "finetune":
+            print(f"\ninterrupted: continue with the same options and --resume (state in {args.out / STATE_NAME})",
+                  file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,174 @@
+"""Tests of `python -m ch07_instruction` (ch07_instruction/cli.py) on a tiny checkpoint the tests write."""
+import builtins
+import json
+from pathlib import Path
+
+import pytest
+import tiktoken
+import torch
+
+from ch04_gpt_model import GPTConfig, GPTModel
+from ch05_pretraining import load_checkpoint, load_gpt2, save_hf_checkpoint
+from ch07_instruction import extract_response, format_prompt, generate_batched, load_instruction_model
+from ch07_instruction.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = dict(vocab_size=50257, context_length=96, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1, qkv_bias=True)
+
+
+def records(n: int = 20) -> list[dict]:
+    return [{"instruction": f"Add {i} and {i + 1}.", "input": "" if i % 2 else f"numbers {i}", "output": f"{2 * i + 1}."}
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return save_hf_checkpoint(GPTModel(GPTConfig(**TINY)), tmp_path_factory.mktemp("base") / "tiny")
+
+
+@pytest.fixture
+def data_file(tmp_path) -> Path:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records()))
+    return path
+
+
+def finetune(data_file, out, base_dir, *extra):
+    return main(["finetune", str(data_file), "--out", str(out), "--model", str(base_dir), "--epochs", "2",
+                 "--batch-size", "4", "--val-fraction", "0.2", "--eval-freq", "4", "--no-progress", "--device", "cpu",
+                 *extra])
+
+
+@pytest.fixture(scope="module")
+def finetuned(base_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ft")
+    data = folder / "data.json"
+    data.write_text(json.dumps(records()))
+    assert finetune(data, folder / "out", base_dir) == 0
+    return folder / "out"
+
+
+def test_finetune_writes_a_loadable_model_and_its_state(finetuned, base_dir):
+    names = sorted(p.name for p in finetuned.iterdir())
+    assert names == ["config.json", "history.json", "instruction.json", "model.safetensors", "train_state.pt"]
+    model, style = load_instruction_model(finetuned)
+    base = load_gpt2(base_dir)
+    assert style == "alpaca"
+    assert not torch.equal(model.tok_emb.weight, base.tok_emb.weight)  # it trained
+    history = json.loads((finetuned / "history.json").read_text())
+    assert history["step"] == [4, 8]  # 16 training records / 4 per batch x 2 epochs, evaluated every 4 steps
+    assert len(history["val_loss"]) == 2 and history["val_loss"][1] < history["val_loss"][0]
+
+
+def test_finetune_resume_reaches_the_same_weights(finetuned, base_dir, data_file, tmp_path):
+    out = tmp_path / "resumed"
+    assert finetune(data_file, out, base_dir, "--stop-at-step", "3", "--checkpoint-every", "1") == 0
+    assert load_checkpoint(out / "train_state.pt", GPTModel(GPTConfig(**TINY)))["step"] == 3
+    assert finetune(data_file, out, base_dir, "--resume", "--checkpoint-every", "1") == 0
+    a, _ = load_instruction_model(out)
+    b, _ = load_instruction_model(finetuned)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, msg=name)
+
+
+def test_finetune_with_lora_saves_a_plain_model(base_dir, data_file, tmp_path, capsys):
+    assert finetune(data_file, tmp_path / "lora", base_dir, "--lora", "2", "--lr", "1e-2") == 0
+    assert "LoRA rank 2:" in capsys.readouterr().out
+    model, _ = load_instruction_model(tmp_path / "lora")
+    base = load_gpt2(base_dir)
+    assert torch.equal(model.tok_emb.weight, base.tok_emb.weight)  # frozen
+    assert not torch.equal(model.trf_blocks[0].att.W_query.weight, base.trf_blocks[0].att.W_query.weight)  # merged
+    assert torch.equal(model.out_head.weight, base.out_head.weight)  # no adapter on the head
+
+
+def test_finetune_smoke_takes_two_steps(base_dir, data_file, tmp_path):
+    assert finetune(data_file, tmp_path / "smoke", base_dir, "--smoke") == 0
+    assert json.loads((tmp_path / "smoke" / "history.json").read_text())["step"] == [2]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"instruction": "x", "output": "y"}', "holds a JSON dict"),
+        ('[{"instruction": "x"}]', "record 0 has no 'output'"),
+        ("", "is empty"),
+        (json.dumps([{"instruction": "word " * 200, "output": "y"}] * 20), "record 0's prompt is"),
+    ],
+)
+def test_finetune_bad_input_is_a_clear_error_that_writes_nothing(base_dir, tmp_path, capsys, content, message):
+    data = tmp_path / "bad.json"
+    data.write_text(content)
+    assert finetune(data, tmp_path / "out", base_dir) == 2
+    err = capsys.readouterr().err
+    assert "python -m ch07_instruction finetune: error:" in err and message in err
+    assert not (tmp_path / "out").exists()
+    assert data.read_text() == content
+
+
+def test_finetune_resume_without_state_and_a_missing_file(base_dir, data_file, tmp_path, capsys):
+    assert finetune(data_file, tmp_path / "none", base_dir, "--resume") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert finetune(tmp_path / "missing.json", tmp_path / "x", base_dir) == 2
+    assert "missing.json does not exist" in capsys.readouterr().err
+
+
+def test_generate_writes_responses_and_keeps_the_order(finetuned, tmp_path):
+    questions = [{"instruction": "Add 3 and 4."}, {"instruction": "Say hello.", "input": "politely"}]
+    (tmp_path / "q.json").write_text(json.dumps(questions))
+    out = tmp_path / "answers.json"
+    assert main(["generate", str(tmp_path / "q.json"), "--model", str(finetuned), "--out", str(out),
+                 "--max-new-tokens", "5", "--no-progress", "--device", "cpu"]) == 0
+    answers = json.loads(out.read_text())
+    assert [a["instruction"] for a in answers] == [q["instruction"] for q in questions]
+    model, _ = load_instruction_model(finetuned)
+    tok = tiktoken.get_encoding("gpt2")
+    alone = generate_batched(model, [tok.encode(format_prompt(questions[1]))], 5)[0]
+    assert answers[1]["model_response"] == extract_response(tok.decode(alone))
+
+
+def test_generate_refuses_bad_input_and_keeps_an_existing_output(finetuned, tmp_path, capsys):
+    out = tmp_path / "answers.json"
+    out.write_text("precious")
+    for content, message in [('[{"input": "x"}]', "no 'instruction'"),
+                             (json.dumps([{"instruction": "word " * 200}]), "context_length is 96")]:
+        (tmp_path / "q.json").write_text(content)
+        assert main(["generate", str(tmp_path / "q.json"), "--model", str(finetuned), "--out", str(out),
+                     "--no-progress"]) == 2
+        assert message in capsys.readouterr().err
+        assert out.read_text() == "precious"
+    assert main(["generate", str(tmp_path / "q.json"), "--model", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_evaluate_offline_scores(finetuned, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LLMS_JUDGE_URL", raising=False)
+    rows = [{**r, "model_response": r["output"] if i == 0 else "nothing alike"} for i, r in enumerate(records(2))]
+    path = tmp_path / "responses.json"
+    path.write_text(json.dumps(rows))
+    assert main(["evaluate", str(path), "--model", str(finetuned)]) == 0
+    out = capsys.readouterr().out
+    assert "2 responses: mean ROUGE-L 0.500" in out
+    assert "perplexity" in out and "judge: not configured" in out
+    path.write_text(json.dumps(records(2)))  # no model_response field
+    assert main(["evaluate", str(path)]) == 2
+    assert "no 'model_response'" in capsys.readouterr().err
+
+
+def test_chat_streams_the_answer(finetuned, monkeypatch, capsys):
+    lines = iter(["Say hello."])
+
+    def fake_input(prompt=""):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr(builtins, "input", fake_input)
+    assert main(["chat", "--model", str(finetuned), "--max-new-tokens", "6", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    model, _ = load_instruction_model(finetuned)
+    tok = tiktoken.get_encoding("gpt2")
+    expected = tok.decode(generate_batched(model, [tok.encode(format_prompt({"instruction": "Say hello."}))], 6)[0])
+    assert expected in out
