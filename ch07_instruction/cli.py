@@ -10,6 +10,9 @@ Hand-written infrastructure (not generated from a notebook). It wires chapter 7'
     python -m ch07_instruction evaluate answers.json [--model runs/instruct]   # ROUGE-L, loss, and the judge if set
     python -m ch07_instruction chat --model runs/instruct                   # type instructions, watch the answer
 
+Files in finetune's --out: config.json + model.safetensors (Hugging Face GPT-2 format), instruction.json (the
+prompt style), train_state.pt (for --resume), run_args.json (the settings, checked on --resume), history.json.
+
 Every input file is checked before any work starts (a list of objects with the needed text fields,
 prompts that fit the model's context), and outputs are written to a temporary name and renamed, so a
 bad input or a crash never leaves half a file or overwrites a good one.
@@ -17,6 +20,7 @@ bad input or a crash never leaves half a file or overwrites a good one.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -54,6 +58,10 @@ __all__ = ["build_parser", "main", "UsageError", "SMOKE_RECORDS"]
 
 PROG = "python -m ch07_instruction"
 STATE_NAME = "train_state.pt"
+ARGS_NAME = "run_args.json"  # the settings of a finetune run, checked on --resume
+# Options that change the trained weights: --resume refuses to continue a run made with other values.
+RESUME_KEYS = ("data_sha256", "model", "style", "epochs", "lr", "batch_size", "val_fraction", "mask_prompt", "lora",
+               "lora_alpha", "smoke", "seed")
 SMOKE_RECORDS = 16  # --smoke trains on the first 16 records for 2 steps
 
 
@@ -163,6 +171,18 @@ def _load_model_dir(folder: Path, device: torch.device):
 # --- finetune ------------------------------------------------------------------------------------------
 
 
+def _check_resume(out: Path, record: dict) -> None:
+    """Refuse to resume a run whose weight-changing settings differ from this one's; say which differ."""
+    path = out / ARGS_NAME
+    if not path.is_file():
+        return  # a state written without run_args.json: nothing to compare
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    diffs = [f"{k}: {saved.get(k)!r} then, {record[k]!r} now" for k in RESUME_KEYS if saved.get(k) != record[k]]
+    if diffs:
+        raise UsageError(f"--resume: {out / STATE_NAME} was written by a run with other settings ({'; '.join(diffs)}); "
+                         f"pass the same options as that run (they are in {path}), or a new --out to start afresh")
+
+
 def _finetune(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "eval_freq", "checkpoint_every"):
         if getattr(args, name) < 1:
@@ -181,6 +201,10 @@ def _finetune(args: argparse.Namespace) -> None:
     state = args.out / STATE_NAME
     if args.resume and not state.is_file():
         raise UsageError(f"--resume: {state} does not exist; run without --resume to start")
+    record = {k: getattr(args, k) for k in RESUME_KEYS if k != "data_sha256"}
+    record["data_sha256"] = hashlib.sha256(args.data.read_bytes()).hexdigest()
+    if args.resume:
+        _check_resume(args.out, record)
     tokenizer = _gpt2_tokenizer()
     device = _device(args.device)
     torch.manual_seed(args.seed)
@@ -209,7 +233,8 @@ def _finetune(args: argparse.Namespace) -> None:
                       amp_dtype=autocast_dtype(device), checkpoint_every=args.checkpoint_every)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
-        state.unlink(missing_ok=True)
+        state.unlink(missing_ok=True)  # an earlier run's state must never meet this run's settings
+        _write_json_atomically(args.out / ARGS_NAME, record)
     stop = args.stop_at_step if args.stop_at_step is not None else (2 if args.smoke else None)
     history = train_model(model, train_loader, val_loader, optimizer, device, cfg, loss_fn=instruction_loss,
                           checkpoint_path=state, resume=args.resume, stop_at_step=stop,

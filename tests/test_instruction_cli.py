@@ -52,7 +52,8 @@ def finetuned(base_dir, tmp_path_factory):
 
 def test_finetune_writes_a_loadable_model_and_its_state(finetuned, base_dir):
     names = sorted(p.name for p in finetuned.iterdir())
-    assert names == ["config.json", "history.json", "instruction.json", "model.safetensors", "train_state.pt"]
+    assert names == ["config.json", "history.json", "instruction.json", "model.safetensors", "run_args.json",
+                     "train_state.pt"]
     model, style = load_instruction_model(finetuned)
     base = load_gpt2(base_dir)
     assert style == "alpaca"
@@ -71,6 +72,19 @@ def test_finetune_resume_reaches_the_same_weights(finetuned, base_dir, data_file
     b, _ = load_instruction_model(finetuned)
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, msg=name)
+
+
+def test_finetune_resume_refuses_other_settings(base_dir, data_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert finetune(data_file, out, base_dir, "--stop-at-step", "2", "--checkpoint-every", "1") == 0
+    before = (out / "train_state.pt").read_bytes()
+    assert finetune(data_file, out, base_dir, "--resume", "--lr", "1e-3") == 2
+    err = capsys.readouterr().err
+    assert "written by a run with other settings (lr: 5e-05 then, 0.001 now)" in err
+    data_file.write_text(json.dumps(records(24)))  # other data: refused too
+    assert finetune(data_file, out, base_dir, "--resume") == 2
+    assert "data_sha256" in capsys.readouterr().err
+    assert (out / "train_state.pt").read_bytes() == before  # nothing lost
 
 
 def test_finetune_with_lora_saves_a_plain_model(base_dir, data_file, tmp_path, capsys):
