@@ -366,13 +366,13 @@ def _save_and_sample(args, model: GPTModel, tokenizer, device: torch.device, his
     generate_and_print_sample(model, tokenizer, device, args.prompt, max_new_tokens=args.sample_tokens)
 
 
-def _check_resume(out: Path, record: dict) -> None:
-    """Refuse to resume a run whose weight-changing settings differ from this one's; say which differ."""
+def _check_resume(out: Path, record: dict, keys: tuple[str, ...] = RESUME_KEYS) -> None:
+    """Refuse to resume a run whose weight-changing settings (keys) differ from this one's; say which differ."""
     path = out / ARGS_NAME
     if not path.is_file():
         return  # a checkpoint written by train_model directly: nothing to compare
     saved = json.loads(path.read_text(encoding="utf-8"))
-    diffs = [f"{k}: {saved.get(k)!r} then, {record[k]!r} now" for k in RESUME_KEYS if saved.get(k) != record[k]]
+    diffs = [f"{k}: {saved.get(k)!r} then, {record[k]!r} now" for k in keys if saved.get(k) != record[k]]
     if diffs:
         raise UsageError(
             f"--resume: {out / STATE_NAME} was written by a run with other settings ({'; '.join(diffs)}); "

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -33,7 +32,8 @@ from torch.utils.data import DataLoader
 from appendix_pytorch.ddp_train import DeviceError, pick_device
 from ch02_text_data import DownloadError
 from ch05_pretraining import TrainConfig, WeightsUnavailableError, autocast_dtype, load_gpt2, train_model
-from ch05_pretraining.cli import _gpt2_tokenizer, load_pretrained
+from ch05_pretraining.cli import ARGS_NAME, STATE_NAME, UsageError, _check_resume, _gpt2_tokenizer, load_pretrained
+from ch06_classification.classification import _write_atomically
 from ch06_classification import apply_lora, merge_lora
 from ch07_instruction.instruction import (
     PROMPT_STYLES,
@@ -57,16 +57,10 @@ from ch07_instruction.instruction import (
 __all__ = ["build_parser", "main", "UsageError", "SMOKE_RECORDS"]
 
 PROG = "python -m ch07_instruction"
-STATE_NAME = "train_state.pt"
-ARGS_NAME = "run_args.json"  # the settings of a finetune run, checked on --resume
 # Options that change the trained weights: --resume refuses to continue a run made with other values.
 RESUME_KEYS = ("data_sha256", "model", "style", "epochs", "lr", "batch_size", "val_fraction", "mask_prompt", "lora",
                "lora_alpha", "smoke", "seed")
 SMOKE_RECORDS = 16  # --smoke trains on the first 16 records for 2 steps
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,9 +140,7 @@ def _check_prompts_fit(records: list[dict], tokenizer, style: str, context_lengt
 
 
 def _write_json_atomically(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    _write_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
 
 
 def _device(name: str | None) -> torch.device:
@@ -169,18 +161,6 @@ def _load_model_dir(folder: Path, device: torch.device):
 
 
 # --- finetune ------------------------------------------------------------------------------------------
-
-
-def _check_resume(out: Path, record: dict) -> None:
-    """Refuse to resume a run whose weight-changing settings differ from this one's; say which differ."""
-    path = out / ARGS_NAME
-    if not path.is_file():
-        return  # a state written without run_args.json: nothing to compare
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    diffs = [f"{k}: {saved.get(k)!r} then, {record[k]!r} now" for k in RESUME_KEYS if saved.get(k) != record[k]]
-    if diffs:
-        raise UsageError(f"--resume: {out / STATE_NAME} was written by a run with other settings ({'; '.join(diffs)}); "
-                         f"pass the same options as that run (they are in {path}), or a new --out to start afresh")
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -204,7 +184,7 @@ def _finetune(args: argparse.Namespace) -> None:
     record = {k: getattr(args, k) for k in RESUME_KEYS if k != "data_sha256"}
     record["data_sha256"] = hashlib.sha256(args.data.read_bytes()).hexdigest()
     if args.resume:
-        _check_resume(args.out, record)
+        _check_resume(args.out, record, RESUME_KEYS)  # chapter 5's check, with this command's settings
     tokenizer = _gpt2_tokenizer()
     device = _device(args.device)
     torch.manual_seed(args.seed)
@@ -254,8 +234,7 @@ def _generate(args: argparse.Namespace) -> None:
     device = _device(args.device)
     model, style = _load_model_dir(args.model, device)
     tokenizer = _gpt2_tokenizer()
-    _check_prompts_fit(records, tokenizer, style, model.cfg.context_length, args.data)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # answer_instructions refuses a prompt too long for the context before it generates
     responses = answer_instructions(model, records, tokenizer, style=style, batch_size=args.batch_size,
                                     max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                     top_k=args.top_k, amp_dtype=autocast_dtype(device), progress=not args.no_progress)
