@@ -3,6 +3,7 @@
 """Byte-pair encoding from scratch: the definitions built in bpe_from_scratch.ipynb."""
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -129,8 +130,13 @@ class BPETokenizer:
 
     @classmethod
     def from_gpt2_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> "BPETokenizer":
-        """Load GPT-2's encoder.json (token -> id) and vocab.bpe (merges, best first)."""
-        encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+        """Load GPT-2's encoder.json (token -> id) and vocab.bpe (merges, best first), or what save() wrote."""
+        try:
+            encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{encoder_json}: not valid JSON ({err})") from None
+        if not isinstance(encoder, dict) or not all(type(i) is int for i in encoder.values()):
+            raise ValueError(f"{encoder_json}: expected a JSON object that maps token strings to integer ids")
         merges = []
         for n, line in enumerate(Path(vocab_bpe).read_text(encoding="utf-8").splitlines(), start=1):
             if not line or line.startswith("#version"):
@@ -139,8 +145,49 @@ class BPETokenizer:
             if len(pair) != 2:
                 raise ValueError(f"{vocab_bpe}, line {n}: expected two symbols separated by a space, got {line!r}")
             merges.append(pair)
-        specials = {END_OF_TEXT: encoder.pop(END_OF_TEXT)} if END_OF_TEXT in encoder else {}
+        # Special tokens are the entries that are neither one of the 256 bytes nor the result of a merge
+        # (GPT-2's file has one: <|endoftext|>, id 50256).
+        ordinary = set(bytes_to_unicode().values()) | {a + b for a, b in merges}
+        specials = {token: i for token, i in encoder.items() if token not in ordinary}
+        encoder = {token: i for token, i in encoder.items() if token in ordinary}
         return cls(encoder, merges, specials)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "BPETokenizer":
+        """Read the encoder.json and vocab.bpe that save() wrote into folder (GPT-2's own files work too)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no tokenizer folder {str(folder)!r}: expected a folder with "
+                                    "encoder.json and vocab.bpe, as BPETokenizer.save writes")
+        missing = [name for name in ("encoder.json", "vocab.bpe") if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"tokenizer folder {str(folder)!r} has no {' and no '.join(missing)}")
+        return cls.from_gpt2_files(folder / "encoder.json", folder / "vocab.bpe")
+
+    def save(self, folder: str | Path) -> None:
+        """Write encoder.json (all tokens, specials included, by id) and vocab.bpe (merges) in GPT-2's format."""
+        if self.pattern.pattern != GPT2_PATTERN:
+            raise ValueError("GPT-2's files have no place for a pre-tokenizer pattern: "
+                             "only a tokenizer that uses GPT2_PATTERN can be saved")
+        both = sorted(set(self.special_tokens) & set(self.encoder))
+        if both:
+            raise ValueError(f"{both[0]!r} is both a special and an ordinary token; encoder.json cannot hold both")
+        tokens = sorted([*self.encoder.items(), *self.special_tokens.items()], key=lambda item: item[1])
+        contents = {
+            "encoder.json": json.dumps(dict(tokens)),  # escapes non-ASCII as \uXXXX, like GPT-2's file
+            "vocab.bpe": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self.merges),
+        }
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = {name: folder / f"{name}.partial" for name in contents}
+        try:  # write both, then rename: never a half-written file under a real name, no leftovers
+            for name, text in contents.items():
+                partial[name].write_text(text, encoding="utf-8", newline="\n")
+            for name in contents:
+                os.replace(partial[name], folder / name)
+        finally:
+            for tmp in partial.values():
+                tmp.unlink(missing_ok=True)  # gone already after a successful os.replace
 
     @property
     def vocab_size(self) -> int:

@@ -1,5 +1,6 @@
 """Tests for ch02_text_data/bpe.py: training by hand-checkable examples, GPT-2 encoding against
-tiktoken id for id, byte-exact round trips, special tokens, and clear errors on bad input.
+tiktoken id for id, byte-exact round trips, special tokens, saving and loading in GPT-2's file format,
+and clear errors on bad input.
 
 The GPT-2 files come through the course download helper (conftest.py's fetch_or_skip): from the mirror
 named by LLMS_DATA_MIRROR (CI sets it) or from the internet. Without either, the GPT-2 tests are skipped.
@@ -8,6 +9,7 @@ import json
 import random
 import unicodedata
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -45,10 +47,14 @@ HARD_TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def gpt2_tok(fetch_or_skip) -> BPETokenizer:
-    encoder_json = fetch_or_skip(GPT2_ENCODER_URL, GPT2_ENCODER_SHA256)
-    vocab_bpe = fetch_or_skip(GPT2_VOCAB_BPE_URL, GPT2_VOCAB_BPE_SHA256)
-    return BPETokenizer.from_gpt2_files(encoder_json, vocab_bpe)
+def gpt2_files(fetch_or_skip) -> tuple[Path, Path]:
+    """Paths of GPT-2's encoder.json and vocab.bpe, as OpenAI published them."""
+    return fetch_or_skip(GPT2_ENCODER_URL, GPT2_ENCODER_SHA256), fetch_or_skip(GPT2_VOCAB_BPE_URL, GPT2_VOCAB_BPE_SHA256)
+
+
+@pytest.fixture(scope="module")
+def gpt2_tok(gpt2_files) -> BPETokenizer:
+    return BPETokenizer.from_gpt2_files(*gpt2_files)
 
 
 def random_text(rng: random.Random) -> str:
@@ -234,6 +240,114 @@ def test_cache_fills_and_gives_the_same_ids(gpt2_tok):
     cold = gpt2_tok.encode("the cat and the hat")
     assert " the" in gpt2_tok.cache
     assert gpt2_tok.encode("the cat and the hat") == cold
+
+
+# --- saving and loading ----------------------------------------------------------------------------
+
+PAD = "<|pad|>"
+
+
+@pytest.fixture(scope="module")
+def trained_tok() -> BPETokenizer:
+    """A small tokenizer with non-ASCII merges and two special tokens."""
+    rng = random.Random(7)
+    words = ["the", "cat", "über", "naïve", "猫", "ÅngstrÖm", "42", "!!", "\n"]
+    text = " ".join(rng.choice(words) for _ in range(3000))
+    tok = BPETokenizer.train(text, 30, special_tokens=(END_OF_TEXT, PAD))
+    assert len(tok.merges) == 30
+    return tok
+
+
+def test_save_then_load_gives_the_same_tokenizer(trained_tok, tmp_path):
+    folder = tmp_path / "nested" / "tok"  # save creates missing folders
+    trained_tok.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["encoder.json", "vocab.bpe"]  # no .partial left
+    loaded = BPETokenizer.load(folder)
+    assert any(ord(ch) > 127 and ch != "Ġ" for a, b in loaded.merges for ch in a + b)  # UTF-8 of ü, ï, 猫...
+    assert loaded.encoder == trained_tok.encoder
+    assert loaded.merges == trained_tok.merges
+    assert loaded.special_tokens == trained_tok.special_tokens == {END_OF_TEXT: 256 + 30, PAD: 256 + 31}
+    assert loaded.vocab_size == trained_tok.vocab_size
+    texts = [*HARD_TEXTS, "über naïve 猫 the cat", f"a{END_OF_TEXT}b{PAD}{PAD}ü", PAD]
+    for text in texts:
+        ids = trained_tok.encode(text, allowed_special="all")
+        assert loaded.encode(text, allowed_special="all") == ids, repr(text)
+        assert loaded.encode(text, disallowed_special=()) == trained_tok.encode(text, disallowed_special=())
+        assert loaded.decode(ids) == trained_tok.decode(ids) == text
+    assert loaded.encode(PAD, allowed_special={PAD}) == [256 + 31]
+    with pytest.raises(ValueError, match="not allowed"):
+        loaded.encode(PAD)  # still a special token, with tiktoken's rules
+
+
+def test_saved_files_are_gpt2_format_and_load_with_from_gpt2_files(trained_tok, tmp_path):
+    trained_tok.save(str(tmp_path))  # a str folder works too
+    encoder_json, vocab_bpe = tmp_path / "encoder.json", tmp_path / "vocab.bpe"
+    tokens = json.loads(encoder_json.read_text(encoding="utf-8"))
+    assert tokens == {**trained_tok.encoder, **trained_tok.special_tokens}
+    assert list(tokens.values()) == sorted(tokens.values())  # ordered by id; the specials come last
+    assert list(tokens)[-2:] == [END_OF_TEXT, PAD]
+    lines = vocab_bpe.read_text(encoding="utf-8").split("\n")
+    assert lines[0] == "#version: 0.2" and lines[-1] == ""  # one line per merge, each ending in a newline
+    assert lines[1:-1] == [f"{a} {b}" for a, b in trained_tok.merges]
+    tok = BPETokenizer.from_gpt2_files(encoder_json, vocab_bpe)
+    assert (tok.encoder, tok.merges, tok.special_tokens) == (
+        trained_tok.encoder, trained_tok.merges, trained_tok.special_tokens)
+
+
+def test_gpt2_tokenizer_saves_openais_files_byte_for_byte(gpt2_tok, gpt2_files, tmp_path):
+    gpt2_tok.save(tmp_path)
+    for original in gpt2_files:
+        assert (tmp_path / original.name).read_bytes() == original.read_bytes(), original.name
+    loaded = BPETokenizer.load(tmp_path)
+    assert loaded.special_tokens == {END_OF_TEXT: 50256}
+    text = HARD_TEXTS[1] + END_OF_TEXT + HARD_TEXTS[2]
+    assert loaded.encode(text, allowed_special="all") == gpt2_tok.encode(text, allowed_special="all")
+
+
+def test_save_overwrites_and_a_failed_save_leaves_the_old_files(trained_tok, tmp_path, monkeypatch):
+    BPETokenizer.train("ab ab ab", 1).save(tmp_path)
+    trained_tok.save(tmp_path)  # overwrites
+    assert BPETokenizer.load(tmp_path).merges == trained_tok.merges
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_write_text = Path.write_text
+
+    def disk_full_on_vocab(self, data, *args, **kwargs):
+        if self.name.startswith("vocab.bpe"):
+            real_write_text(self, data[:10], *args, **kwargs)  # half a file, then the disk is full
+            raise OSError(28, "No space left on device")
+        return real_write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full_on_vocab)
+    with pytest.raises(OSError, match="No space left"):
+        BPETokenizer.train("xy xy xy", 1).save(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # old files intact, no leftovers
+
+
+def test_load_reports_missing_or_broken_files_clearly(trained_tok, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no tokenizer folder .*no_such_folder.*encoder.json and vocab.bpe"):
+        BPETokenizer.load(tmp_path / "no_such_folder")
+    with pytest.raises(FileNotFoundError, match="has no encoder.json and no vocab.bpe"):
+        BPETokenizer.load(tmp_path)
+    trained_tok.save(tmp_path)
+    (tmp_path / "vocab.bpe").unlink()
+    with pytest.raises(FileNotFoundError, match="has no vocab.bpe"):
+        BPETokenizer.load(tmp_path)
+    trained_tok.save(tmp_path)
+    (tmp_path / "encoder.json").write_text('{"a": 0,', encoding="utf-8")
+    with pytest.raises(ValueError, match="encoder.json: not valid JSON"):
+        BPETokenizer.load(tmp_path)
+    (tmp_path / "encoder.json").write_text('["a", "b"]', encoding="utf-8")
+    with pytest.raises(ValueError, match="expected a JSON object that maps token strings to integer ids"):
+        BPETokenizer.load(tmp_path)
+
+
+def test_save_refuses_what_gpt2_files_cannot_hold(tmp_path):
+    byte_tokens = {ch: b for b, ch in bytes_to_unicode().items()}
+    with pytest.raises(ValueError, match="only a tokenizer that uses GPT2_PATTERN can be saved"):
+        BPETokenizer(byte_tokens, [], pattern=r"\S+|\s+").save(tmp_path)
+    with pytest.raises(ValueError, match="'a' is both a special and an ordinary token"):
+        BPETokenizer(byte_tokens, [], {"a": 256}).save(tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- bad input --------------------------------------------------------------------------------------
