@@ -28,7 +28,8 @@ MAIN_NOTEBOOKS = ["appendix_pytorch/appendix.ipynb"] + [
 ]
 MIN_FIGURES = 8
 
-MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)")
+# ![alt](target); the alt text may hold balanced brackets (`batch[0]`), as CommonMark allows
+MARKDOWN_IMAGE = re.compile(r"!\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]+)")
 HTML_IMAGE = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)", re.I)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -68,6 +69,9 @@ def test_images_are_embedded_never_remote_or_missing(path):
             (mime, data), = attachment.items()
             assert mime == "image/png"
             png_size(base64.b64decode(data))  # a real PNG
+        shown = {t[len("attachment:"):] for t in image_targets(cell)}
+        unused = set(cell.get("attachments", {})) - shown
+        assert not unused, f"cell {i} carries attachments it does not show: {sorted(unused)}"
 
 
 def test_main_notebooks_have_their_figures():
