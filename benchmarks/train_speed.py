@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""Training speed of GPT-2 124M: chapter 5's plain path, its fast path, and transformers, measured in one run.
+"""Training speed of GPT-2 124M: the book's model, chapter 5's plain and fast paths, and transformers, in one run.
 
 Each path trains the same model for a few steps on the same random batch (forward, float32
-cross-entropy, backward, AdamW step) and reports tokens/s, the peak memory and the loss:
+cross-entropy, backward, AdamW step) and reports tokens/s, the peak memory, the loss and the model
+FLOPs utilisation (MFU) against the bfloat16 matmul peak that the script measures first:
+
+  book    the book's own GPTModel (PyPI package llms-from-scratch, module llms_from_scratch.ch04), float32,
+          torch.optim.AdamW with PyTorch's default implementation: the anchor, as the book trains it
+  bookbf  the same model under the same autocast and fused AdamW as the course fast path b
 
   a   plain: ch04's GPTModel as built (separate output head, 163M parameters), float32, the
       hand-written attention, torch.optim.AdamW with PyTorch's default implementation (a for-loop
@@ -15,6 +20,11 @@ cross-entropy, backward, AdamW step) and reports tokens/s, the peak memory and t
   c   transformers.GPT2LMHeadModel (tied, as GPT-2 is) of the same size, SDPA attention, the same
       autocast dtype and fused AdamW; the model is called for its logits (use_cache=False) and the loss
       comes from the very same calc_loss_batch
+
+The book's package is a benchmark-only dependency, never imported by the course. Its declared
+dependencies pull in TensorFlow and pin an old numpy, but its ch04 module needs only torch, so install
+it without them: pip install --no-deps llms-from-scratch. Paths book and bookbf have the same
+architecture and parameter names as the course's untied model (a, b), so they load the very same weights.
 
 The fair comparison with transformers is bt / c: the same parameters (so the same optimizer work),
 the same precision, attention kernel, optimizer, loss code, weights and batch. b / a is the speed-up
@@ -38,14 +48,18 @@ CPU it is the resident set size (RSS; Linux: the kernel's exact high-water mark 
 the model is built; elsewhere psutil sampled every 2 ms); on CUDA torch.cuda.max_memory_allocated.
 Warm-up steps are run but not timed; tokens/s is batch x tokens x timed steps / their total time.
 
-    python benchmarks/train_speed.py                         # 2 x 1024 tokens, 1 warm-up + 3 timed steps
-    python benchmarks/train_speed.py --paths b,bt,c          # leave out the slow float32 path
-    python benchmarks/train_speed.py --context-length 256    # quicker
+    python benchmarks/train_speed.py                         # 2 x 256 and 2 x 1024 tokens, 2 warm-up + 3 timed steps
+    python benchmarks/train_speed.py --paths b,bt,c          # leave out the slow float32 paths
+    python benchmarks/train_speed.py --context-length 256    # one shape only: quicker
     python benchmarks/train_speed.py --tiny --steps 1        # a 2-layer toy model: a few seconds
     python benchmarks/train_speed.py --device cuda           # on a GPU
 
-Targets: b / a >= 4x on a CPU with AMX or AVX-512 BF16, bt / c >= 1.2x. Timings vary with load from
-other processes: measure on a quiet machine.
+Targets (issue 11): b / book >= 4x, b / bookbf >= 2x and bt / c >= 1.5x at both shapes, on a CPU with
+bfloat16. MFU says how close to the hardware each path is: FLOPs per token = 6 x (weights used in matrix
+products, the output head included even when tied) + 12 x n_layers x context_length x emb_dim for
+attention (the convention of the PaLM paper, appendix B, which counts the full, not the causal, score
+matrix). A ratio against the book cannot exceed MFU(b) / MFU(book). Timings vary with load from other
+processes: measure on a quiet machine.
 """
 from __future__ import annotations
 
@@ -72,6 +86,8 @@ except ImportError:  # pragma: no cover - psutil is optional
     psutil = None
 
 PATHS = {
+    "book": "the book's GPTModel (llms_from_scratch.ch04, untied), float32, AdamW default",
+    "bookbf": "the book's GPTModel (untied), autocast + fused AdamW (as path b)",
     "a": "course GPTModel (untied), float32, hand-written attention, AdamW default",
     "b": "course GPTModel (untied), use_fused_kernels (SDPA, fused LayerNorm and GELU) + autocast + fused AdamW (ch05 fast path)",
     "bt": "course GPTModel tied (tie_weights), same fast path as b",
@@ -183,12 +199,30 @@ def build_hf_model(cfg: GPTConfig, seed: int) -> nn.Module:
     return LogitsOnly(hf_model)
 
 
+def build_book_model(cfg: GPTConfig, seed: int) -> nn.Module:
+    """The book's GPTModel (llms_from_scratch.ch04) holding build_course_model(tied=False)'s weights."""
+    from llms_from_scratch.ch04 import GPTModel as BookGPTModel
+
+    book = BookGPTModel({"vocab_size": cfg.vocab_size, "context_length": cfg.context_length, "emb_dim": cfg.emb_dim,
+                         "n_heads": cfg.n_heads, "n_layers": cfg.n_layers, "drop_rate": cfg.drop_rate,
+                         "qkv_bias": cfg.qkv_bias})
+    missing, unexpected = book.load_state_dict(build_course_model(cfg, tied=False, seed=seed).state_dict(), strict=False)
+    if unexpected or [k for k in missing if not k.endswith(".att.mask")]:  # the book keeps its mask as a buffer
+        raise RuntimeError(f"weights do not fit the book's GPTModel: missing {missing}, unexpected {unexpected}")
+    return book
+
+
 def build_path(path: str, cfg: GPTConfig, seed: int, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     """The model (on device, in training mode) and optimizer of one path."""
-    model = build_hf_model(cfg, seed) if path == "c" else build_course_model(cfg, tied=path == "bt", seed=seed)
+    if path == "c":
+        model = build_hf_model(cfg, seed)
+    elif path in ("book", "bookbf"):
+        model = build_book_model(cfg, seed)
+    else:
+        model = build_course_model(cfg, tied=path == "bt", seed=seed)
     model = model.to(device).train()
-    fast = path != "a"
-    if fast and path != "c":
+    fast = path not in ("a", "book")
+    if fast and path in ("b", "bt"):
         use_fused_kernels(model)
     fused = fast and device.type in ("cpu", "cuda")  # as in ch05: fused AdamW where PyTorch has the kernel
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1, **({"fused": True} if fused else {}))
@@ -229,7 +263,7 @@ def run_path(path: str, spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     cfg = GPTConfig(**spec["cfg"])
-    amp = getattr(torch, spec["amp"]) if spec["amp"] and path != "a" else None
+    amp = getattr(torch, spec["amp"]) if spec["amp"] and path not in ("a", "book") else None
 
     # One step of a toy model on the same path first: the library's start-up (lazy imports, code pages,
     # thread pools, kernel caches) then happens before the memory baseline and is not counted below.
@@ -303,12 +337,15 @@ def mib(n_bytes: int | None) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--paths", default="a,b,bt,c", help="comma-separated subset of a,b,bt,c (default: all)")
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)} "
+                        "(default: all)")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per path (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed steps first (default 2: the first steps also fault in fresh memory)")
     parser.add_argument("--batch-size", type=int, default=2, help="sequences per batch (default 2)")
-    parser.add_argument("--context-length", type=int, default=None,
-                        help="tokens per sequence = the models' context length (default 1024; 64 with --tiny)")
+    parser.add_argument("--context-length", default=None,
+                        help="tokens per sequence = the models' context length; a comma-separated list runs "
+                             "every path at each (default 256,1024; 64 with --tiny)")
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
                         help="autocast dtype of the fast paths b, bt, c (auto: autocast_dtype(device); "
                              "float32: no autocast). Path a is always float32")
@@ -324,9 +361,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad or not args.paths or len(set(args.paths)) != len(args.paths):
         given = ",".join(args.paths) or "nothing"
         parser.error(f"--paths must list distinct names from {','.join(PATHS)}, got {given}")
-    if args.context_length is None:
-        args.context_length = 64 if args.tiny else 1024
-    for name in ("steps", "batch_size", "context_length"):
+    try:
+        args.context_lengths = [int(n) for n in (args.context_length or ("64" if args.tiny else "256,1024")).split(",")]
+    except ValueError:
+        parser.error(f"--context-length must be whole numbers separated by commas, got {args.context_length!r}")
+    if min(args.context_lengths) < 1:
+        parser.error(f"--context-length must be >= 1, got {args.context_length}")
+    for name in ("steps", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
@@ -341,30 +382,107 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--device cuda, but this torch has no usable CUDA device: run on the CPU (--device cpu)")
     if "c" in args.paths and package_version("transformers") == "not installed":
         parser.error("path c needs transformers (pip install transformers); or leave it out: --paths a,b,bt")
+    if {"book", "bookbf"} & set(args.paths) and package_version("llms-from-scratch") == "not installed":
+        parser.error("paths book and bookbf need the book's package: pip install --no-deps llms-from-scratch "
+                     "(--no-deps: its ch04 module needs only torch); or leave them out: --paths a,b,bt,c")
     return args
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, reps: int = 5) -> float:
+    """Best FLOP/s of a (size x size) @ (size x size) product in dtype on device, over reps timed runs."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = float("inf")
+    for i in range(reps + 1):  # the first run is a warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def flops_per_token(cfg: GPTConfig) -> int:
+    """Training FLOPs per token: 6 x matmul weights (head included) + 12 x n_layers x context_length x emb_dim."""
+    matmul_weights = 12 * cfg.n_layers * cfg.emb_dim**2 + cfg.vocab_size * cfg.emb_dim  # 4d^2 attn + 8d^2 MLP, head
+    return 6 * matmul_weights + 12 * cfg.n_layers * cfg.context_length * cfg.emb_dim
+
+
+def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dtype | None, peak: float) -> bool:
+    """Every path at one context length: the table, the ratios and the initial-loss check; True if the check passed."""
+    base = GPT_CONFIGS["gpt2"]  # 124M, with qkv biases like OpenAI's GPT-2
+    cfg = dataclasses.replace(base, context_length=context_length, drop_rate=0.0, **(TINY if args.tiny else {}))
+    spec = {"cfg": dataclasses.asdict(cfg), "device": str(args.device),
+            "amp": str(amp).removeprefix("torch.") if amp else None,
+            "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "seed": args.seed,
+            "threads": args.threads}
+    tokens_per_step = args.batch_size * cfg.context_length
+    print(f"=== batch {args.batch_size} x {cfg.context_length} tokens (context_length = n_positions = "
+          f"{cfg.context_length}), {args.warmup} warm-up + {args.steps} timed steps per path ===")
+    results = {}
+    for path in args.paths:
+        print(f"running {path:<6} {PATHS[path]} ...", flush=True)
+        results[path] = run_in_child(ctx, path, spec)
+
+    mode = next(iter(results.values()))["memory_mode"]
+    mem_label = {"cuda": "peak alloc", "hwm": "peak RSS", "sampled": "peak RSS"}.get(mode, "peak mem")
+    print(f"\n{'path':<7} {'params':>12} {'s/step':>8} {'tokens/s':>10} {'MFU':>6} {mem_label + ' +':>12} "
+          f"{'loss@0':>8} {'loss@end':>9}")
+    speed = {}
+    for path, r in results.items():
+        seconds = sum(r["times"]) / len(r["times"])
+        speed[path] = tokens_per_step / seconds
+        mfu = speed[path] * flops_per_token(cfg) / peak
+        print(f"{path:<7} {r['n_params']:>12,} {seconds:>8.3f} {speed[path]:>10,.0f} {mfu:>6.1%} "
+              f"{mib(r['peak_bytes']):>12} {r['losses'][0]:>8.4f} {r['losses'][-1]:>9.4f}")
+
+    print("\nratios (tokens/s over tokens/s, this run):")
+    ratios = [
+        ("b", "book", "course fast path vs the book's model as the book trains it (float32)", 4.0),
+        ("b", "bookbf", "course fast path vs the book's model under the same autocast and fused AdamW", 2.0),
+        ("bt", "c", "course fast path vs transformers, both tied, same parameters", 1.5),
+        ("b", "a", "course fast path vs the course's plain float32 path, same untied model", None),
+        ("a", "book", "the course's plain float32 path vs the book's", None),
+        ("b", "c", "untied course model vs tied transformers (b also trains a separate head)", None),
+        ("bt", "b", "tying the head, fast path", None),
+    ]
+    for num, den, what, target in ratios:
+        if num in speed and den in speed:
+            ratio = speed[num] / speed[den]
+            goal = "" if target is None else f"   target >= {target}x: {'met' if ratio >= target else 'NOT met'}"
+            print(f"  {num + ' / ' + den:<11} {ratio:5.2f}x  {what}{goal}")
+    if len(speed) < 2:
+        print("  (select at least two paths with --paths to get ratios)")
+
+    # Sanity: the same weights and batch give the same step-0 loss on every path, up to rounding.
+    initial = {path: r["losses"][0] for path, r in results.items()}
+    ref = next(iter(initial))
+    tol = 3e-2 if amp is not None and set(initial) - {"a", "book"} else 1e-4  # bfloat16 rounding, else float32
+    worst = max(abs(loss - initial[ref]) for loss in initial.values())
+    ok = worst <= tol
+    print(f"\ninitial-loss check (same weights, same batch): "
+          + ", ".join(f"{p} {v:.4f}" for p, v in initial.items())
+          + f"; max |difference| from {ref}: {worst:.1e} (tolerance {tol:.0e}"
+          + (f", {amp} autocast" if tol > 1e-4 else ", float32") + f"): {'ok' if ok else 'MISMATCH'}\n")
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)  # this process computes nothing; shown in the header
+        torch.set_num_threads(args.threads)  # used by the matmul-peak measurement; children set their own
     device = args.device
     native = autocast_dtype(device)
     amp = native if args.dtype == "auto" else (None if args.dtype == "float32" else torch.bfloat16)
-    base = GPT_CONFIGS["gpt2"]  # 124M, with qkv biases like OpenAI's GPT-2
-    cfg = dataclasses.replace(base, context_length=args.context_length, drop_rate=0.0, **(TINY if args.tiny else {}))
-    spec = {"cfg": dataclasses.asdict(cfg), "device": str(device),
-            "amp": str(amp).removeprefix("torch.") if amp else None,
-            "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "seed": args.seed,
-            "threads": args.threads}
-    tokens_per_step = args.batch_size * cfg.context_length
-
     size = "toy model (--tiny)" if args.tiny else "GPT-2 124M"
+    body = TINY if args.tiny else {}
+    cfg = dataclasses.replace(GPT_CONFIGS["gpt2"], **body)
     print(f"Training speed, {size}: {cfg.n_layers} layers, {cfg.n_heads} heads, emb_dim {cfg.emb_dim}, "
-          f"vocab {cfg.vocab_size}, qkv biases, drop_rate {cfg.drop_rate} (all paths)")
-    print(f"batch {args.batch_size} x {cfg.context_length} tokens (context_length = n_positions = "
-          f"{cfg.context_length}), {args.warmup} warm-up + {args.steps} timed steps per path; each step: "
-          "forward, float32 cross-entropy, backward, AdamW step")
+          f"vocab {cfg.vocab_size}, qkv biases, drop_rate 0.0 (all paths); each step: forward, float32 "
+          "cross-entropy, backward, AdamW step")
     if device.type == "cuda":
         machine = f"{torch.cuda.get_device_name(device)} | CPU {cpu_name()}"
         bf16_info = f"bf16 supported: {torch.cuda.is_bf16_supported()}"
@@ -375,78 +493,44 @@ def main(argv: list[str] | None = None) -> int:
         bf16_info = f"AMX: {'yes' if amx else 'no'}, AVX-512 BF16: {'yes' if avx512_bf16 else 'no'}"
     print(f"machine: {machine} | device {device} | torch {torch.__version__} "
           f"({args.threads or torch.get_num_threads()} threads) | transformers {package_version('transformers')} | "
-          f"Python {platform.python_version()}")
-    print(f"{bf16_info} -> autocast_dtype({device}) = {native}; fast paths b, bt, c: "
+          f"llms-from-scratch {package_version('llms-from-scratch')} | Python {platform.python_version()}")
+    print(f"{bf16_info} -> autocast_dtype({device}) = {native}; fast paths b, bt, c, bookbf: "
           + (f"{amp} autocast" if amp else "float32 (no autocast)"))
-    print("weights: one GPT-2-style initialisation shared by all paths (the course model's untied head starts as a "
-          "copy of the token embedding; c loads the tied weights via course_to_hf_state_dict); the fair comparison "
-          "with transformers is bt / c: both tied, the same parameters")
+    peak_dtype = torch.bfloat16 if native is not None or device.type == "cuda" else torch.float32
+    peak = matmul_peak(device, peak_dtype)
+    fp32_peak = matmul_peak(device, torch.float32)
+    print(f"matmul peak (2048 x 2048 x 2048, best of 5): {peak_dtype} {peak / 1e9:,.0f} GFLOP/s, float32 "
+          f"{fp32_peak / 1e9:,.0f} GFLOP/s; MFU below is against the {peak_dtype} peak")
+    print("weights: one GPT-2-style initialisation shared by all paths (the untied head starts as a copy of the "
+          "token embedding; c loads the tied weights via course_to_hf_state_dict, book and bookbf the untied ones)")
     if amp is None and native is None and args.dtype == "auto":
-        print("  (no native bfloat16 here: b / a then measures SDPA + fused AdamW only; the 4x target assumes bf16)")
+        print("  (no native bfloat16 here: b / a then measures SDPA + fused AdamW only; the targets assume bf16)")
     print()
 
     start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":  # import torch, the course and transformers once, then fork per path
         heavy = ["torch", "torch._dynamo", "ch04_gpt_model", "ch05_pretraining"]  # AdamW imports torch._dynamo
-        ctx.set_forkserver_preload(heavy + (["transformers.models.gpt2.modeling_gpt2"] if "c" in args.paths else []))
+        heavy += ["transformers.models.gpt2.modeling_gpt2"] if "c" in args.paths else []
+        heavy += ["llms_from_scratch.ch04"] if {"book", "bookbf"} & set(args.paths) else []
+        ctx.set_forkserver_preload(heavy)
 
-    results = {}
-    for path in args.paths:
-        print(f"running {path:<3} {PATHS[path]} ...", flush=True)
-        try:
-            results[path] = run_in_child(ctx, path, spec)
-        except RuntimeError as err:
-            print(err)
-            return 1
-
-    mode = next(iter(results.values()))["memory_mode"]
-    mem_label = {"cuda": "peak alloc", "hwm": "peak RSS", "sampled": "peak RSS"}.get(mode, "peak mem")
-    print(f"\n{'path':<5} {'params':>12} {'s/step':>8} {'tokens/s':>10} {mem_label + ' +':>12} "
-          f"{'loss@0':>8} {'loss@end':>9}")
-    speed = {}
-    for path, r in results.items():
-        seconds = sum(r["times"]) / len(r["times"])
-        speed[path] = tokens_per_step / seconds
-        print(f"{path:<5} {r['n_params']:>12,} {seconds:>8.3f} {speed[path]:>10,.0f} {mib(r['peak_bytes']):>12} "
-              f"{r['losses'][0]:>8.4f} {r['losses'][-1]:>9.4f}")
+    ok = True
+    try:
+        for context_length in args.context_lengths:
+            ok &= run_shape(args, ctx, context_length, amp, peak)
+    except RuntimeError as err:
+        print(err)
+        return 1
     memory_how = {
+        "cpu": "peak RSS during the steps (kernel high-water mark VmHWM, or psutil sampled every 2 ms) minus the RSS "
+               "before the model was built",
         "cuda": "torch.cuda.max_memory_allocated during the steps minus the allocation before the model was built",
-        "hwm": "peak RSS during the steps (kernel high-water mark VmHWM) minus the RSS before the model was built",
-        "sampled": "peak RSS during the steps (psutil, sampled every 2 ms) minus the RSS before the model was built",
-    }.get(mode, "not measurable here (install psutil)")
+    }[device.type]
     print(f"memory: {memory_how}: weights, gradients, AdamW moments, activations, allocator slack; "
           "each path in a fresh process")
     print("params: unique parameters (a tied head counts once); 16 bytes each in float32 weight, gradient "
           "and two AdamW moments")
-
-    print("\nratios (tokens/s over tokens/s, this run):")
-    ratios = [
-        ("b", "a", "course fast path vs plain float32, same untied model", 4.0),
-        ("bt", "c", "course fast path vs transformers, both tied, same parameters", 1.2),
-        ("b", "c", "untied course model vs tied transformers (b also trains a separate head)", None),
-        ("bt", "b", "tying the head, fast path", None),
-    ]
-    for num, den, what, target in ratios:
-        if num in speed and den in speed:
-            ratio = speed[num] / speed[den]
-            goal = "" if target is None else f"   target >= {target}x: {'met' if ratio >= target else 'NOT met'}"
-            if num == "b" and den == "a" and amp is None:
-                goal = "   (the 4x target assumes bfloat16 autocast)"
-            print(f"  {num + ' / ' + den:<8} {ratio:5.2f}x  {what}{goal}")
-    if len(speed) < 2:
-        print("  (select at least two paths with --paths to get ratios)")
-
-    # Sanity: the same weights and batch give the same step-0 loss on every path, up to rounding.
-    initial = {path: r["losses"][0] for path, r in results.items()}
-    ref = next(iter(initial))
-    tol = 3e-2 if amp is not None and set(initial) - {"a"} else 1e-4  # bfloat16 rounding, else float32
-    worst = max(abs(loss - initial[ref]) for loss in initial.values())
-    ok = worst <= tol
-    print(f"\ninitial-loss check (same weights, same batch): "
-          + ", ".join(f"{p} {v:.4f}" for p, v in initial.items())
-          + f"; max |difference| from {ref}: {worst:.1e} (tolerance {tol:.0e}"
-          + (f", {amp} autocast" if tol > 1e-4 else ", float32") + f"): {'ok' if ok else 'MISMATCH'}")
     return 0 if ok else 1
 
 
