@@ -17,6 +17,9 @@ FLOPs utilisation (MFU) against the bfloat16 matmul peak that the script measure
       AdamW(fused=True), loss from calc_loss_batch(..., amp_dtype)
   bt  b with the output head tied to the token embedding (ch04's tie_weights): 124M parameters, the
       same parameter set as transformers' GPT-2
+  x   bt plus the levers of ch05_pretraining/faster_training.ipynb: reuse_freed_memory() (CPU), the
+      chunked loss (chunked_loss: no full logits), and, where autocast_dtype(device) is bfloat16,
+      bfloat16 weights with float32 masters (MasterWeightAdamW, fused) instead of autocast
   c   transformers.GPT2LMHeadModel (tied, as GPT-2 is) of the same size, SDPA attention, the same
       autocast dtype and fused AdamW; the model is called for its logits (use_cache=False) and the loss
       comes from the very same calc_loss_batch
@@ -78,7 +81,15 @@ import torch
 import torch.nn as nn
 
 from ch04_gpt_model import GPT_CONFIGS, GPTConfig, GPTModel, tie_weights
-from ch05_pretraining import autocast_dtype, calc_loss_batch, course_to_hf_state_dict, use_fused_kernels
+from ch05_pretraining import (
+    MasterWeightAdamW,
+    autocast_dtype,
+    calc_loss_batch,
+    chunked_loss,
+    course_to_hf_state_dict,
+    reuse_freed_memory,
+    use_fused_kernels,
+)
 
 try:
     import psutil
@@ -91,6 +102,7 @@ PATHS = {
     "a": "course GPTModel (untied), float32, hand-written attention, AdamW default",
     "b": "course GPTModel (untied), use_fused_kernels (SDPA, fused LayerNorm and GELU) + autocast + fused AdamW (ch05 fast path)",
     "bt": "course GPTModel tied (tie_weights), same fast path as b",
+    "x": "bt + reuse_freed_memory (CPU) + chunked_loss + bf16 weights with float32 masters where bf16 is native",
     "c": "transformers GPT2LMHeadModel (tied), SDPA + autocast + fused AdamW",
 }
 TINY = dict(emb_dim=64, n_heads=4, n_layers=2)  # --tiny: GPT-2's vocabulary, a toy body
@@ -212,35 +224,41 @@ def build_book_model(cfg: GPTConfig, seed: int) -> nn.Module:
     return book
 
 
-def build_path(path: str, cfg: GPTConfig, seed: int, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """The model (on device, in training mode) and optimizer of one path."""
+def build_path(
+    path: str, cfg: GPTConfig, seed: int, device: torch.device, amp: torch.dtype | None = None
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The model (on device, in training mode) and optimizer of one path (amp: the path's autocast dtype)."""
     if path == "c":
         model = build_hf_model(cfg, seed)
     elif path in ("book", "bookbf"):
         model = build_book_model(cfg, seed)
     else:
-        model = build_course_model(cfg, tied=path == "bt", seed=seed)
+        model = build_course_model(cfg, tied=path in ("bt", "x"), seed=seed)
     model = model.to(device).train()
     fast = path not in ("a", "book")
-    if fast and path in ("b", "bt"):
+    if fast and path in ("b", "bt", "x"):
         use_fused_kernels(model)
     fused = fast and device.type in ("cpu", "cuda")  # as in ch05: fused AdamW where PyTorch has the kernel
+    if path == "x" and amp == torch.bfloat16:  # bfloat16 weights, float32 masters: no autocast casts
+        return model, MasterWeightAdamW(model.parameters(), lr=5e-4, weight_decay=0.1, fused=fused)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1, **({"fused": True} if fused else {}))
     return model, optimizer
 
 
 def train_steps(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-    amp: torch.dtype | None, n_steps: int,
+    amp: torch.dtype | None, n_steps: int, chunked: bool = False,
 ) -> tuple[list[float], list[float]]:
     """n_steps training steps on one batch; returns the seconds and the loss (before the update) of each."""
+    if isinstance(optimizer, MasterWeightAdamW):
+        amp = None  # the weights are bfloat16 already
     times, losses = [], []
     for _ in range(n_steps):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = calc_loss_batch(x, y, model, device, amp)
+        loss = chunked_loss((x, y), model, device, amp) if chunked else calc_loss_batch(x, y, model, device, amp)
         loss.backward()
         optimizer.step()
         if device.type == "cuda":
@@ -264,23 +282,26 @@ def run_path(path: str, spec: dict) -> dict:
     device = torch.device(spec["device"])
     cfg = GPTConfig(**spec["cfg"])
     amp = getattr(torch, spec["amp"]) if spec["amp"] and path not in ("a", "book") else None
+    chunked = path == "x"
+    if path == "x" and device.type == "cpu":
+        reuse_freed_memory()  # before anything big is allocated
 
     # One step of a toy model on the same path first: the library's start-up (lazy imports, code pages,
     # thread pools, kernel caches) then happens before the memory baseline and is not counted below.
     toy = dataclasses.replace(cfg, **TINY, vocab_size=min(cfg.vocab_size, 512),
                               context_length=min(cfg.context_length, 16))
-    model, optimizer = build_path(path, toy, spec["seed"], device)
-    train_steps(model, optimizer, *random_batch(toy, 1, spec["seed"], device), device, amp, 1)
+    model, optimizer = build_path(path, toy, spec["seed"], device, amp)
+    train_steps(model, optimizer, *random_batch(toy, 1, spec["seed"], device), device, amp, 1, chunked)
     del model, optimizer
     x, y = random_batch(cfg, spec["batch_size"], spec["seed"], device)
     gc.collect()
 
     memory = PeakMemory(device)
-    model, optimizer = build_path(path, cfg, spec["seed"], device)
+    model, optimizer = build_path(path, cfg, spec["seed"], device, amp)
     n_params = sum(p.numel() for p in model.parameters())  # shared (tied) tensors counted once
     gc.collect()
     memory.start()
-    times, losses = train_steps(model, optimizer, x, y, device, amp, spec["warmup"] + spec["steps"])
+    times, losses = train_steps(model, optimizer, x, y, device, amp, spec["warmup"] + spec["steps"], chunked)
     return {"times": times[spec["warmup"]:], "losses": losses, "peak_bytes": memory.stop(),
             "memory_mode": memory.mode, "n_params": n_params}
 
@@ -444,6 +465,10 @@ def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dty
         ("b", "book", "course fast path vs the book's model as the book trains it (float32)", 4.0),
         ("b", "bookbf", "course fast path vs the book's model under the same autocast and fused AdamW", 2.0),
         ("bt", "c", "course fast path vs transformers, both tied, same parameters", 1.5),
+        ("x", "book", "course fast path + faster_training levers vs the book's model (float32)", 4.0),
+        ("x", "bookbf", "course fast path + levers vs the book's model under autocast + fused AdamW", 2.0),
+        ("x", "c", "course fast path + levers vs transformers, both tied", 1.5),
+        ("x", "bt", "what the faster_training levers add to the tied fast path", None),
         ("b", "a", "course fast path vs the course's plain float32 path, same untied model", None),
         ("a", "book", "the course's plain float32 path vs the book's", None),
         ("b", "c", "untied course model vs tied transformers (b also trains a separate head)", None),

@@ -127,6 +127,10 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
 
     def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
+        return self.out_head(self.hidden_states(in_idx))  # (batch, tokens, vocab_size)
+
+    def hidden_states(self, in_idx: torch.Tensor) -> torch.Tensor:
+        """Everything but the output head: token ids (batch, tokens) -> final_norm output (batch, tokens, emb_dim)."""
         if in_idx.dim() != 2:
             raise ValueError(f"expected token ids of shape (batch, tokens), got {tuple(in_idx.shape)}")
         t = in_idx.shape[1]
@@ -140,7 +144,7 @@ class GPTModel(nn.Module):
         x = self.drop_emb(x)
         for block in self.trf_blocks:
             x = block(x)  # (batch, tokens, emb_dim)
-        return self.out_head(self.final_norm(x))  # (batch, tokens, vocab_size)
+        return self.final_norm(x)  # (batch, tokens, emb_dim)
 
 
 def gpt_param_count(cfg: GPTConfig, tied: bool = False) -> int:

@@ -37,6 +37,7 @@ from appendix_pytorch.ddp_train import DeviceError, pick_device
 from appendix_pytorch.ddp_train import setup as ddp_setup
 from ch02_text_data import THE_VERDICT_SHA256, THE_VERDICT_URL, DownloadError, create_dataloader, download_file
 from ch04_gpt_model import GPT_CONFIGS, GPTConfig, GPTModel, tie_weights
+from ch05_pretraining.fast_training import reuse_freed_memory
 from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS, WeightsUnavailableError, load_gpt2, save_hf_checkpoint
 from ch05_pretraining.pretraining import (
     TrainConfig,
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-iter", type=int, default=5, help="batches per loss estimate")
     train.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
                        help="fast path: fused kernels (scaled-dot-product attention, LayerNorm, GELU), bfloat16 "
-                       "autocast where the device computes it natively, fused AdamW on CPU/CUDA; --no-fast trains "
+                       "autocast where the device computes it natively, fused AdamW on CPU/CUDA, and on the CPU "
+                       "reuse_freed_memory() (see faster_training.ipynb); --no-fast trains "
                        "in plain float32")
     train.add_argument("--device", default=None,
                        help="cpu, cuda, cuda:N or mps; wins over $LLMS_DEVICE (default: $LLMS_DEVICE, else cuda, "
@@ -403,6 +405,7 @@ def _train(args: argparse.Namespace) -> None:
         amp_dtype = autocast_dtype(device) if args.fast else None
         use_fused_kernels(model, enabled=args.fast)
         fused = args.fast and device.type in ("cpu", "cuda")
+        reused = args.fast and device.type == "cpu" and reuse_freed_memory()  # no page faults for big tensors
         optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr,
                                       **({"fused": True} if fused else {}))
         train_model_in = model
@@ -420,7 +423,8 @@ def _train(args: argparse.Namespace) -> None:
         _say(is_main, f"data: {len(train_loader.dataset)} training windows of {args.context_length} tokens, "
              f"{len(val_loader.dataset) if val_loader else 0} validation windows; {steps_per_epoch} steps per epoch "
              f"x {args.epochs} epochs = {steps_per_epoch * args.epochs} steps")
-        _say(is_main, f"fast path: {'on' if args.fast else 'off'} (autocast {amp_dtype}, fused AdamW {fused})")
+        _say(is_main, f"fast path: {'on' if args.fast else 'off'} (autocast {amp_dtype}, fused AdamW {fused}, "
+             f"reuse_freed_memory {bool(reused)})")
 
         state_path = args.out / STATE_NAME
         _on_rank0(lambda: _write_run_record(args, record), rank, world_size)
