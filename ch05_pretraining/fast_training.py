@@ -34,12 +34,13 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         n_valid = (targets != ignore_index).sum().clamp(min=1)
         loss = torch.zeros((), dtype=acc, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if need_grads else None
-        grad_weight = None  # (vocab_size, emb_dim), summed over the chunks
+        grad_weight = None  # (vocab_size, emb_dim), summed over the chunks (in float32 if there are several)
+        one_chunk = hidden.shape[0] <= chunk_rows
         for start in range(0, hidden.shape[0], chunk_rows):
             h, y = hidden[start : start + chunk_rows], targets[start : start + chunk_rows]
             valid = y != ignore_index
             y = y.masked_fill(~valid, 0)  # any class will do: these rows get weight 0 below
-            log_probs = torch.log_softmax((h @ weight.T).to(acc), dim=-1)  # (chunk, vocab_size)
+            log_probs = torch.log_softmax(h @ weight.T, dim=-1, dtype=acc)  # (chunk, vocab_size)
             loss -= (log_probs.gather(1, y.unsqueeze(1)).squeeze(1) * valid).sum()
             if not need_grads:
                 continue
@@ -50,7 +51,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             probs = probs.to(hidden.dtype)
             torch.mm(probs, weight, out=grad_hidden[start : start + chunk_rows])  # (chunk, emb_dim)
             if grad_weight is None:
-                grad_weight = (probs.T @ h).to(acc)
+                grad_weight = probs.T @ h if one_chunk else (probs.T @ h).to(acc)
             elif grad_weight.dtype == h.dtype:
                 grad_weight.addmm_(probs.T, h)  # in place: no temporary (vocab_size, emb_dim) matrix
             else:
@@ -120,7 +121,12 @@ class MasterWeightAdamW(torch.optim.AdamW):
     def step(self, closure=None):
         """Copy the gradients to the masters in float32, update the masters, copy them back (rounded)."""
         for p, m in zip(self.model_params, self.masters):
-            m.grad = None if p.grad is None else p.grad.float()
+            if p.grad is None:
+                m.grad = None
+            elif m.grad is None:
+                m.grad = p.grad.float()  # kept from step to step: no new 4-byte-per-weight buffer each time
+            else:
+                m.grad.copy_(p.grad)
         loss = super().step(closure)
         for p, m in zip(self.model_params, self.masters):
             p.copy_(m)  # each weight is rounded to dtype once per step, here
