@@ -50,9 +50,13 @@ the library's start-up, such as lazy imports and code pages, is not counted as t
 CPU it is the resident set size (RSS; Linux: the kernel's exact high-water mark VmHWM, reset after
 the model is built; elsewhere psutil sampled every 2 ms); on CUDA torch.cuda.max_memory_allocated.
 Warm-up steps are run but not timed; tokens/s is batch x tokens x timed steps / their total time.
+With --rounds N every path runs N times (fresh processes, the order of the paths reversed every other
+round, so that a slow minute on a shared machine hits every path alike) and the table shows, per path, the
+round with the median step time (for an even N the faster of the two middle ones) plus every round's s/step.
 
     python benchmarks/train_speed.py                         # 2 x 256 and 2 x 1024 tokens, 2 warm-up + 3 timed steps
     python benchmarks/train_speed.py --paths b,bt,c          # leave out the slow float32 paths
+    python benchmarks/train_speed.py --paths bookbf,bt,x,c --rounds 3   # median of 3 rounds: steadier ratios
     python benchmarks/train_speed.py --context-length 256    # one shape only: quicker
     python benchmarks/train_speed.py --tiny --steps 1        # a 2-layer toy model: a few seconds
     python benchmarks/train_speed.py --device cuda           # on a GPU
@@ -361,6 +365,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)} "
                         "(default: all)")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per path (default 3)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every path this many times, each in a fresh process, in alternating order, and "
+                             "report the median round (default 1; 3 tames a noisy machine)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed steps first (default 2: the first steps also fault in fresh memory)")
     parser.add_argument("--batch-size", type=int, default=2, help="sequences per batch (default 2)")
@@ -388,7 +395,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--context-length must be whole numbers separated by commas, got {args.context_length!r}")
     if min(args.context_lengths) < 1:
         parser.error(f"--context-length must be >= 1, got {args.context_length}")
-    for name in ("steps", "batch_size"):
+    for name in ("steps", "batch_size", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
@@ -441,12 +448,21 @@ def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dty
             "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "seed": args.seed,
             "threads": args.threads}
     tokens_per_step = args.batch_size * cfg.context_length
+    rounds = f", {args.rounds} rounds (each path once per round, the order reversed every other round)" \
+        if args.rounds > 1 else ""
     print(f"=== batch {args.batch_size} x {cfg.context_length} tokens (context_length = n_positions = "
-          f"{cfg.context_length}), {args.warmup} warm-up + {args.steps} timed steps per path ===")
+          f"{cfg.context_length}), {args.warmup} warm-up + {args.steps} timed steps per path{rounds} ===")
+    runs: dict[str, list[dict]] = {path: [] for path in args.paths}
+    for round_ in range(args.rounds):
+        for path in args.paths if round_ % 2 == 0 else args.paths[::-1]:  # a slow minute hits every path alike
+            label = f"round {round_ + 1}: " if args.rounds > 1 else ""
+            print(f"{label}running {path:<6} {PATHS[path]} ...", flush=True)
+            runs[path].append(run_in_child(ctx, path, spec))
     results = {}
-    for path in args.paths:
-        print(f"running {path:<6} {PATHS[path]} ...", flush=True)
-        results[path] = run_in_child(ctx, path, spec)
+    for path, path_runs in runs.items():  # per path: the round with the median mean step time
+        path_runs = sorted(path_runs, key=lambda r: sum(r["times"]) / len(r["times"]))
+        results[path] = path_runs[(len(path_runs) - 1) // 2]
+        results[path]["round_seconds"] = [sum(r["times"]) / len(r["times"]) for r in runs[path]]
 
     mode = next(iter(results.values()))["memory_mode"]
     mem_label = {"cuda": "peak alloc", "hwm": "peak RSS", "sampled": "peak RSS"}.get(mode, "peak mem")
@@ -458,7 +474,8 @@ def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dty
         speed[path] = tokens_per_step / seconds
         mfu = speed[path] * flops_per_token(cfg) / peak
         print(f"{path:<7} {r['n_params']:>12,} {seconds:>8.3f} {speed[path]:>10,.0f} {mfu:>6.1%} "
-              f"{mib(r['peak_bytes']):>12} {r['losses'][0]:>8.4f} {r['losses'][-1]:>9.4f}")
+              f"{mib(r['peak_bytes']):>12} {r['losses'][0]:>8.4f} {r['losses'][-1]:>9.4f}"
+              + ("   rounds: " + " ".join(f"{t:.3f}" for t in r["round_seconds"]) if args.rounds > 1 else ""))
 
     print("\nratios (tokens/s over tokens/s, this run):")
     ratios = [

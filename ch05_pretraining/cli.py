@@ -37,7 +37,7 @@ from appendix_pytorch.ddp_train import DeviceError, pick_device
 from appendix_pytorch.ddp_train import setup as ddp_setup
 from ch02_text_data import THE_VERDICT_SHA256, THE_VERDICT_URL, DownloadError, create_dataloader, download_file
 from ch04_gpt_model import GPT_CONFIGS, GPTConfig, GPTModel, tie_weights
-from ch05_pretraining.fast_training import reuse_freed_memory
+from ch05_pretraining.fast_training import MasterWeightAdamW, chunked_loss, reuse_freed_memory
 from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS, WeightsUnavailableError, load_gpt2, save_hf_checkpoint
 from ch05_pretraining.pretraining import (
     TrainConfig,
@@ -68,7 +68,9 @@ SMOKE_DEFAULTS = dict(model="tiny", context_length=32, batch_size=4, epochs=1, w
 # Settings that change the trained weights: --resume refuses to continue a run made with other values.
 RESUME_KEYS = ("text_sha256", "val_fraction", "model", "init_from", "tie_weights", "context_length", "batch_size",
                "epochs", "lr", "min_lr", "warmup_steps", "grad_clip", "weight_decay", "eval_freq", "eval_iter",
-               "fast", "seed", "world_size")
+               "fast", "chunked_loss", "master_weights", "seed", "world_size")
+# Keys added after the first release: a run_args.json without them was made with these values.
+RESUME_DEFAULTS = {"chunked_loss": False, "master_weights": False}
 
 
 class UsageError(Exception):
@@ -130,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "autocast where the device computes it natively, fused AdamW on CPU/CUDA, and on the CPU "
                        "reuse_freed_memory() (see faster_training.ipynb); --no-fast trains "
                        "in plain float32")
+    train.add_argument("--chunked-loss", action=argparse.BooleanOptionalAction, default=False,
+                       help="compute the loss chunk by chunk from the hidden states, never holding all the logits "
+                       "(chunked_loss of faster_training.ipynb): less memory, and faster where bfloat16 is native; "
+                       "one process only")
+    train.add_argument("--master-weights", action=argparse.BooleanOptionalAction, default=False,
+                       help="bfloat16 weights with float32 master copies in the optimizer (MasterWeightAdamW) "
+                       "instead of autocast; needs --fast and a device with native bfloat16")
     train.add_argument("--device", default=None,
                        help="cpu, cuda, cuda:N or mps; wins over $LLMS_DEVICE (default: $LLMS_DEVICE, else cuda, "
                        "mps, cpu); under torchrun process r uses cuda:LOCAL_RANK when the device is a GPU, else the CPU")
@@ -374,7 +383,8 @@ def _check_resume(out: Path, record: dict, keys: tuple[str, ...] = RESUME_KEYS) 
     if not path.is_file():
         return  # a checkpoint written by train_model directly: nothing to compare
     saved = json.loads(path.read_text(encoding="utf-8"))
-    diffs = [f"{k}: {saved.get(k)!r} then, {record[k]!r} now" for k in keys if saved.get(k) != record[k]]
+    diffs = [f"{k}: {saved.get(k, RESUME_DEFAULTS.get(k))!r} then, {record[k]!r} now" for k in keys
+             if saved.get(k, RESUME_DEFAULTS.get(k)) != record[k]]
     if diffs:
         raise UsageError(
             f"--resume: {out / STATE_NAME} was written by a run with other settings ({'; '.join(diffs)}); "
@@ -403,11 +413,17 @@ def _train(args: argparse.Namespace) -> None:
             raise UsageError(f"the model's vocabulary ({model.cfg.vocab_size}) is smaller than GPT-2's tokenizer's "
                              f"({tokenizer.n_vocab})")
         amp_dtype = autocast_dtype(device) if args.fast else None
+        if args.master_weights and (not args.fast or amp_dtype != torch.bfloat16):
+            raise UsageError(f"--master-weights needs --fast and native bfloat16, but the fast path's autocast dtype "
+                             f"on {device} is {amp_dtype}; leave --master-weights out")
+        if args.chunked_loss and world_size > 1:
+            raise UsageError("--chunked-loss calls the model's hidden_states directly, which DistributedDataParallel "
+                             "does not see; under torchrun leave --chunked-loss out")
         use_fused_kernels(model, enabled=args.fast)
         fused = args.fast and device.type in ("cpu", "cuda")
         reused = args.fast and device.type == "cpu" and reuse_freed_memory()  # no page faults for big tensors
-        optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr,
-                                      **({"fused": True} if fused else {}))
+        adamw = MasterWeightAdamW if args.master_weights else torch.optim.AdamW  # the former casts model to bf16
+        optimizer = adamw(param_groups(model, args.weight_decay), lr=args.lr, **({"fused": True} if fused else {}))
         train_model_in = model
         if world_size > 1:  # gradients are averaged over the processes in backward()
             train_model_in = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -424,7 +440,8 @@ def _train(args: argparse.Namespace) -> None:
              f"{len(val_loader.dataset) if val_loader else 0} validation windows; {steps_per_epoch} steps per epoch "
              f"x {args.epochs} epochs = {steps_per_epoch * args.epochs} steps")
         _say(is_main, f"fast path: {'on' if args.fast else 'off'} (autocast {amp_dtype}, fused AdamW {fused}, "
-             f"reuse_freed_memory {bool(reused)})")
+             f"reuse_freed_memory {bool(reused)}, chunked loss {args.chunked_loss}, master weights "
+             f"{args.master_weights})")
 
         state_path = args.out / STATE_NAME
         _on_rank0(lambda: _write_run_record(args, record), rank, world_size)
@@ -434,14 +451,18 @@ def _train(args: argparse.Namespace) -> None:
         train_cfg = TrainConfig(
             num_epochs=args.epochs, peak_lr=args.lr, min_lr=args.min_lr,
             warmup_steps=min(args.warmup_steps, steps_per_epoch * args.epochs),
-            grad_clip=args.grad_clip or None, eval_freq=args.eval_freq, eval_iter=args.eval_iter, amp_dtype=amp_dtype,
+            grad_clip=args.grad_clip or None, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
+            amp_dtype=None if args.master_weights else amp_dtype,  # bfloat16 weights need no autocast
             checkpoint_every=args.checkpoint_every or steps_per_epoch,
         )
         history = train_model(
             train_model_in, train_loader, val_loader, optimizer, device, train_cfg,
             tokenizer=tokenizer, start_context=args.prompt, checkpoint_path=state_path, resume=args.resume,
             stop_at_step=args.stop_at_step, progress=args.progress, is_main=is_main,
+            loss_fn=chunked_loss if args.chunked_loss else None,
         )
+        if args.master_weights:
+            optimizer.masters_to_model()  # save the float32 masters, not their bfloat16 roundings
         if world_size > 1:
             dist.barrier()  # rank 0 has written the last checkpoint before anyone moves on
 

@@ -132,6 +132,12 @@ class MasterWeightAdamW(torch.optim.AdamW):
             p.copy_(m)  # each weight is rounded to dtype once per step, here
         return loss
 
+    @torch.no_grad()
+    def masters_to_model(self) -> None:
+        """Give the model its float32 master weights (after training: to save or evaluate them in float32)."""
+        for p, m in zip(self.model_params, self.masters):
+            p.data = m.detach().clone()
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "masters": [m.detach().clone() for m in self.masters]}
 

@@ -152,12 +152,82 @@ def test_plain_float32_tied_run_without_validation(text_file, tmp_path):
     status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--no-fast", "--tie-weights", "--val-fraction", "0",
                                               "--stop-at-step", "2"))
     assert status == 0, err
-    assert "fast path: off (autocast None, fused AdamW False, reuse_freed_memory False)" in stdout
+    assert ("fast path: off (autocast None, fused AdamW False, reuse_freed_memory False, chunked loss False, "
+            "master weights False)") in stdout
     assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is True
     model = load_gpt2(tmp_path)
     assert model.out_head.weight is model.tok_emb.weight
     history = torch.load(tmp_path / "train_state.pt", weights_only=True)["history"]
     assert math.isnan(history["val_loss"][0]) and math.isfinite(history["train_loss"][0])
+
+
+def capture_training(monkeypatch) -> dict:
+    """Replace cli.train_model by a wrapper that records its optimizer and loss_fn, then trains as before."""
+    seen = {}
+    real_train_model = cli.train_model
+
+    def recording_train_model(model, train_loader, val_loader, optimizer, *args, **kwargs):
+        seen.update(model=model, optimizer=optimizer, loss_fn=kwargs.get("loss_fn"))
+        return real_train_model(model, train_loader, val_loader, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "train_model", recording_train_model)
+    return seen
+
+
+def test_chunked_loss_option_trains_through_chunked_loss_to_the_same_weights(text_file, tmp_path, monkeypatch):
+    plain, chunked = tmp_path / "plain", tmp_path / "chunked"
+    status, _, err = run_main(smoke_args(text_file, plain, "--no-fast"))  # float32: the two losses agree closely
+    assert status == 0, err
+    seen = capture_training(monkeypatch)
+    status, stdout, err = run_main(smoke_args(text_file, chunked, "--no-fast", "--chunked-loss"))
+    assert status == 0, err
+    assert seen["loss_fn"] is cli.chunked_loss  # the switch took effect
+    assert "chunked loss True" in stdout
+    history = {out: torch.load(out / "train_state.pt", weights_only=True)["history"] for out in (plain, chunked)}
+    for key in ("train_loss", "val_loss"):
+        assert history[plain][key] == pytest.approx(history[chunked][key], rel=1e-5)
+    # The weights agree to 1e-4 (AdamW moves each by about lr = 5e-4 a step). Not closer: the key biases get a
+    # gradient that is exactly zero in exact arithmetic (softmax ignores a constant added to every score), so
+    # theirs is rounding noise, which AdamW normalises into steps of full size (differences up to ~1e-5).
+    a, b = load_file(plain / "model.safetensors"), load_file(chunked / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_master_weights_option_needs_native_bfloat16_and_saves_the_float32_masters(text_file, tmp_path, monkeypatch):
+    seen = capture_training(monkeypatch)
+    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--master-weights", "--chunked-loss"))
+    if cli.autocast_dtype(torch.device("cpu")) != torch.bfloat16:  # e.g. an AVX2-only CPU
+        assert status == 2 and "--master-weights needs --fast and native bfloat16" in err
+        return
+    assert status == 0, err
+    assert "master weights True" in stdout
+    optimizer = seen["optimizer"]
+    assert isinstance(optimizer, cli.MasterWeightAdamW)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert saved["transformer.wte.weight"].dtype == torch.float32
+    # the saved weights are the float32 masters, not their bfloat16 roundings
+    index = [id(p) for p in optimizer.model_params].index(id(seen["model"].tok_emb.weight))
+    master = optimizer.masters[index]
+    assert torch.equal(saved["transformer.wte.weight"], master)
+    assert not torch.equal(master, master.bfloat16().float())
+
+
+def test_master_weights_without_the_fast_path_is_refused(text_file, tmp_path):
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--no-fast", "--master-weights"))
+    assert status == 2 and "--master-weights needs --fast" in err
+
+
+def test_resume_of_a_run_recorded_before_the_lever_options_existed(smoke_run, text_file, tmp_path):
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--stop-at-step", "2"))
+    assert status == 0, err
+    record = json.loads((tmp_path / "run_args.json").read_text())
+    del record["chunked_loss"], record["master_weights"]  # as an older version wrote it
+    (tmp_path / "run_args.json").write_text(json.dumps(record))
+    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--resume"))
+    assert status == 0, err
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--resume", "--chunked-loss"))
+    assert status == 2 and "chunked_loss: False then, True now" in err
 
 
 def test_init_from_a_checkpoint_folder_continues_pretraining(smoke_run, text_file, tmp_path):
@@ -398,7 +468,7 @@ def test_python_dash_m_smoke_run(text_file, tmp_path):
     result = run_program(["--smoke", "--text", str(text_file), "--out", str(tmp_path / "run")])
     assert "saved the model to" in result.stdout
     if sys.platform.startswith("linux"):  # the fast path keeps freed memory for reuse (glibc), in its own process
-        assert "reuse_freed_memory True)" in result.stdout
+        assert "reuse_freed_memory True," in result.stdout
     windows, steps = steps_per_epoch(result.stdout)
     assert steps == windows // SMOKE_DEFAULTS["batch_size"]
     assert load_gpt2(tmp_path / "run").cfg.n_layers == 2

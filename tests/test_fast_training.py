@@ -277,3 +277,19 @@ def test_the_benchmark_runs_path_x_and_its_initial_loss_matches_the_fast_path():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "initial-loss check" in out.stdout and ": ok" in out.stdout
     assert "x / bt" in out.stdout
+
+
+def test_the_benchmark_rounds_alternate_the_order_and_report_every_round():
+    out = subprocess.run([sys.executable, "benchmarks/train_speed.py", "--tiny", "--steps", "1", "--warmup", "0",
+                          "--paths", "bt,x", "--context-length", "32", "--rounds", "2"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    order = [line.split()[3] for line in out.stdout.splitlines() if line.startswith("round ")]
+    assert order == ["bt", "x", "x", "bt"]  # the second round runs the paths in reverse
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if "   rounds: " in line}
+    assert set(rows) == {"bt", "x"}
+    for row in rows.values():
+        assert len(row.split("   rounds: ")[1].split()) == 2  # one s/step per round
+    bad = subprocess.run([sys.executable, "benchmarks/train_speed.py", "--rounds", "0"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "--rounds must be >= 1" in bad.stderr
