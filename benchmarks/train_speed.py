@@ -460,9 +460,10 @@ def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dty
             runs[path].append(run_in_child(ctx, path, spec))
     results = {}
     for path, path_runs in runs.items():  # per path: the round with the median mean step time
-        path_runs = sorted(path_runs, key=lambda r: sum(r["times"]) / len(r["times"]))
-        results[path] = path_runs[(len(path_runs) - 1) // 2]
-        results[path]["round_seconds"] = [sum(r["times"]) / len(r["times"]) for r in runs[path]]
+        for r in path_runs:
+            r["seconds"] = sum(r["times"]) / len(r["times"])
+        results[path] = sorted(path_runs, key=lambda r: r["seconds"])[(len(path_runs) - 1) // 2]
+        results[path]["round_seconds"] = [r["seconds"] for r in path_runs]
 
     mode = next(iter(results.values()))["memory_mode"]
     mem_label = {"cuda": "peak alloc", "hwm": "peak RSS", "sampled": "peak RSS"}.get(mode, "peak mem")
@@ -470,7 +471,7 @@ def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dty
           f"{'loss@0':>8} {'loss@end':>9}")
     speed = {}
     for path, r in results.items():
-        seconds = sum(r["times"]) / len(r["times"])
+        seconds = r["seconds"]
         speed[path] = tokens_per_step / seconds
         mfu = speed[path] * flops_per_token(cfg) / peak
         print(f"{path:<7} {r['n_params']:>12,} {seconds:>8.3f} {speed[path]:>10,.0f} {mfu:>6.1%} "

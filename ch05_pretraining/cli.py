@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "in plain float32")
     train.add_argument("--chunked-loss", action=argparse.BooleanOptionalAction, default=False,
                        help="compute the loss chunk by chunk from the hidden states, never holding all the logits "
-                       "(chunked_loss of faster_training.ipynb): less memory, and faster where bfloat16 is native; "
-                       "one process only")
+                       "(chunked_loss of faster_training.ipynb): less memory at long contexts, though slower in the "
+                       "notebook's measurements; one process only")
     train.add_argument("--master-weights", action=argparse.BooleanOptionalAction, default=False,
                        help="bfloat16 weights with float32 master copies in the optimizer (MasterWeightAdamW) "
                        "instead of autocast; needs --fast and a device with native bfloat16")
