@@ -37,6 +37,18 @@ def calc_loss_batch(
     return F.cross_entropy(logits.flatten(0, 1).float(), target_batch.flatten())  # loss in float32
 
 
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """bfloat16 where the device computes it natively (recent GPUs, AMX/AVX-512-BF16 CPUs), float16 on older GPUs, else None."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # float16: train_model adds a scaler
+    if device.type == "cpu":
+        native = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() or getattr(
+            torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return torch.bfloat16 if native else None
+    return None  # MPS and others: stay in float32
+
+
 def calc_loss_loader(
     data_loader,
     model: nn.Module,
@@ -393,20 +405,9 @@ def use_fused_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model
 
 
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """bfloat16 where the device computes it natively (recent GPUs, AMX/AVX-512-BF16 CPUs), float16 on older GPUs, else None."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # float16: train_model adds a scaler
-    if device.type == "cpu":
-        native = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() or getattr(
-            torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        return torch.bfloat16 if native else None
-    return None  # MPS and others: stay in float32
-
-
 __all__ = [
     "calc_loss_batch",
+    "autocast_dtype",
     "calc_loss_loader",
     "in_order",
     "evaluate_model",
@@ -419,5 +420,4 @@ __all__ = [
     "param_groups",
     "train_model",
     "use_fused_kernels",
-    "autocast_dtype",
 ]
