@@ -67,15 +67,24 @@ products, the output head included even when tied) + 12 x n_layers x context_len
 attention (the convention of the PaLM paper, appendix B, which counts the full, not the causal, score
 matrix). A ratio against the book cannot exceed MFU(b) / MFU(book). Timings vary with load from other
 processes: measure on a quiet machine.
+
+After its timed steps every path runs one more step under torch.profiler (CPU only; --no-matmul-time skips
+it) and reports the seconds spent inside matrix-product kernels (aten::mm, addmm, bmm, baddbmm; not those
+inside fused kernels such as SDPA's) as 'matmul s'. Beside each target ratio the script prints a ceiling:
+the baseline's s/step over the path's matmul s, the speed-up the path would reach with the same kernels on
+the same shapes if everything else it does cost nothing. A ceiling below the target means that no amount of
+work outside the matrix products can meet it on this machine.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import multiprocessing as mp
 import os
 import platform
+import sys
 import threading
 import time
 import traceback
@@ -272,6 +281,41 @@ def train_steps(
     return times, losses
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 (C++ code's stderr included) to /dev/null for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def matmul_seconds(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+    amp: torch.dtype | None, chunked: bool = False,
+) -> float | None:
+    """Seconds that one more training step spends inside matrix-product kernels (torch.profiler); None off the CPU."""
+    if device.type != "cpu":
+        return None  # on a GPU the kernels run asynchronously: their CPU-side time says nothing
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU])
+    with _quiet_stderr():  # the profiler's backend logs a line to stderr at start and at stop
+        prof.start()
+    train_steps(model, optimizer, x, y, device, amp, 1, chunked)
+    with _quiet_stderr():
+        prof.stop()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6
+
+
 def random_batch(cfg: GPTConfig, batch_size: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Random token ids (batch_size, context_length) and the same shifted by one as targets."""
     generator = torch.Generator().manual_seed(seed)
@@ -306,8 +350,10 @@ def run_path(path: str, spec: dict) -> dict:
     gc.collect()
     memory.start()
     times, losses = train_steps(model, optimizer, x, y, device, amp, spec["warmup"] + spec["steps"], chunked)
-    return {"times": times[spec["warmup"]:], "losses": losses, "peak_bytes": memory.stop(),
-            "memory_mode": memory.mode, "n_params": n_params}
+    peak_bytes = memory.stop()
+    matmul = matmul_seconds(model, optimizer, x, y, device, amp, chunked) if spec["matmul_time"] else None
+    return {"times": times[spec["warmup"]:], "losses": losses, "peak_bytes": peak_bytes,
+            "memory_mode": memory.mode, "n_params": n_params, "matmul_seconds": matmul}
 
 
 def _child(path: str, spec: dict, conn) -> None:
@@ -380,6 +426,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=123, help="seed of the weights and the batch")
+    parser.add_argument("--no-matmul-time", dest="matmul_time", action="store_false",
+                        help="skip the one extra, profiled step per path that measures the time in matrix-product "
+                             "kernels (CPU only; the 'matmul s' column and the ceilings of the ratios)")
     parser.add_argument("--tiny", action="store_true",
                         help=f"a toy model ({TINY['n_layers']} layers, emb_dim {TINY['emb_dim']}) for a quick check")
     args = parser.parse_args(argv)
@@ -446,7 +495,7 @@ def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dty
     spec = {"cfg": dataclasses.asdict(cfg), "device": str(args.device),
             "amp": str(amp).removeprefix("torch.") if amp else None,
             "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "seed": args.seed,
-            "threads": args.threads}
+            "threads": args.threads, "matmul_time": args.matmul_time}
     tokens_per_step = args.batch_size * cfg.context_length
     rounds = f", {args.rounds} rounds (each path once per round, the order reversed every other round)" \
         if args.rounds > 1 else ""
@@ -467,14 +516,15 @@ def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dty
 
     mode = next(iter(results.values()))["memory_mode"]
     mem_label = {"cuda": "peak alloc", "hwm": "peak RSS", "sampled": "peak RSS"}.get(mode, "peak mem")
-    print(f"\n{'path':<7} {'params':>12} {'s/step':>8} {'tokens/s':>10} {'MFU':>6} {mem_label + ' +':>12} "
-          f"{'loss@0':>8} {'loss@end':>9}")
+    print(f"\n{'path':<7} {'params':>12} {'s/step':>8} {'matmul s':>9} {'tokens/s':>10} {'MFU':>6} "
+          f"{mem_label + ' +':>12} {'loss@0':>8} {'loss@end':>9}")
     speed = {}
     for path, r in results.items():
         seconds = r["seconds"]
         speed[path] = tokens_per_step / seconds
         mfu = speed[path] * flops_per_token(cfg) / peak
-        print(f"{path:<7} {r['n_params']:>12,} {seconds:>8.3f} {speed[path]:>10,.0f} {mfu:>6.1%} "
+        matmul = "n/a" if r["matmul_seconds"] is None else f"{r['matmul_seconds']:.3f}"
+        print(f"{path:<7} {r['n_params']:>12,} {seconds:>8.3f} {matmul:>9} {speed[path]:>10,.0f} {mfu:>6.1%} "
               f"{mib(r['peak_bytes']):>12} {r['losses'][0]:>8.4f} {r['losses'][-1]:>9.4f}"
               + ("   rounds: " + " ".join(f"{t:.3f}" for t in r["round_seconds"]) if args.rounds > 1 else ""))
 
@@ -497,6 +547,11 @@ def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dty
             ratio = speed[num] / speed[den]
             goal = "" if target is None else f"   target >= {target}x: {'met' if ratio >= target else 'NOT met'}"
             print(f"  {num + ' / ' + den:<11} {ratio:5.2f}x  {what}{goal}")
+            matmul = results[num]["matmul_seconds"]
+            if target is not None and matmul:
+                ceiling = results[den]["seconds"] / matmul
+                print(f"  {'':<11} ceiling {ceiling:.2f}x: {den}'s s/step over {num}'s matmul s, the most {num} could "
+                      "reach with these matrix-product kernels if it spent no time outside them")
     if len(speed) < 2:
         print("  (select at least two paths with --paths to get ratios)")
 

@@ -293,3 +293,39 @@ def test_the_benchmark_rounds_alternate_the_order_and_report_every_round():
     bad = subprocess.run([sys.executable, "benchmarks/train_speed.py", "--rounds", "0"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--rounds must be >= 1" in bad.stderr
+
+
+def test_the_benchmark_measures_matmul_time_and_prints_ceilings_unless_told_not_to():
+    base = [sys.executable, "benchmarks/train_speed.py", "--tiny", "--steps", "1", "--warmup", "0", "--paths", "c,x",
+            "--context-length", "32"]
+    on = subprocess.run(base, capture_output=True, text=True, cwd=ROOT)
+    off = subprocess.run(base + ["--no-matmul-time"], capture_output=True, text=True, cwd=ROOT)
+    for out in (on, off):
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    def rows(out):  # path -> (s/step, matmul s)
+        return {line.split()[0]: (line.split()[2], line.split()[3]) for line in out.stdout.splitlines()
+                if line.startswith(("c ", "x "))}  # table rows; the ratio lines are indented
+
+    measured, skipped = rows(on), rows(off)
+    assert set(measured) == set(skipped) == {"c", "x"}
+    for step, matmul in measured.values():
+        assert 0 < float(matmul)  # the profiled step found matrix products
+    assert all(matmul == "n/a" for _, matmul in skipped.values())
+    assert "ceiling" in on.stdout and "x's matmul s" in on.stdout
+    assert "ceiling" not in off.stdout
+
+
+def test_matmul_seconds_counts_only_time_inside_matrix_products():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_speed
+
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, TINY.vocab_size, (2, TINY.context_length))
+    seconds = train_speed.matmul_seconds(model, optimizer, x, x, torch.device("cpu"), None)
+    from torch.profiler import profile
+    with profile() as prof:
+        train_speed.train_steps(model, optimizer, x, x, torch.device("cpu"), None, 1)
+    everything = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
+    assert 0 < seconds < everything  # a share of the step, not all of it
