@@ -298,13 +298,11 @@ def _quiet_stderr():
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
-def matmul_seconds(
+def profile_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, device: torch.device,
     amp: torch.dtype | None, chunked: bool = False,
-) -> float | None:
-    """Seconds that one more training step spends inside matrix-product kernels (torch.profiler); None off the CPU."""
-    if device.type != "cpu":
-        return None  # on a GPU the kernels run asynchronously: their CPU-side time says nothing
+) -> list:
+    """One more training step under torch.profiler (CPU activity); its per-operator averages."""
     from torch.profiler import ProfilerActivity, profile
 
     prof = profile(activities=[ProfilerActivity.CPU])
@@ -313,7 +311,12 @@ def matmul_seconds(
     train_steps(model, optimizer, x, y, device, amp, 1, chunked)
     with _quiet_stderr():
         prof.stop()
-    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6
+    return list(prof.key_averages())
+
+
+def matmul_seconds(events: list) -> float:
+    """Seconds that a profiled step spent inside matrix-product kernels (self time of MATMUL_OPS)."""
+    return sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / 1e6
 
 
 def random_batch(cfg: GPTConfig, batch_size: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,7 +354,9 @@ def run_path(path: str, spec: dict) -> dict:
     memory.start()
     times, losses = train_steps(model, optimizer, x, y, device, amp, spec["warmup"] + spec["steps"], chunked)
     peak_bytes = memory.stop()
-    matmul = matmul_seconds(model, optimizer, x, y, device, amp, chunked) if spec["matmul_time"] else None
+    matmul = None  # on a GPU the kernels run asynchronously: their CPU-side time would say nothing
+    if spec["matmul_time"] and device.type == "cpu":
+        matmul = matmul_seconds(profile_step(model, optimizer, x, y, device, amp, chunked))
     return {"times": times[spec["warmup"]:], "losses": losses, "peak_bytes": peak_bytes,
             "memory_mode": memory.mode, "n_params": n_params, "matmul_seconds": matmul}
 
