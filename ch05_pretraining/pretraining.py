@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from appendix_pytorch import check_positive_int
 from ch03_attention import MultiHeadAttention
-from ch04_gpt_model import GELU, LayerNorm, text_to_token_ids, token_ids_to_text
+from ch04_gpt_model import GELU, GPTModel, LayerNorm, generate_text_cached, text_to_token_ids, token_ids_to_text
 
 
 def calc_loss_batch(
@@ -108,7 +108,10 @@ def generate_and_print_sample(
     was_training = model.training
     model.eval()
     idx = text_to_token_ids(start_context, tokenizer).to(device)
-    out = generate(model, idx, max_new_tokens=max_new_tokens)  # defined in section 5.7
+    if isinstance(model, GPTModel) and idx.shape[1] + max_new_tokens <= model.cfg.context_length:
+        out = generate_text_cached(model, idx, max_new_tokens)  # chapter 4's KV cache: the same greedy tokens, faster
+    else:
+        out = generate(model, idx, max_new_tokens=max_new_tokens)  # defined in section 5.7; crops a long context
     model.train(was_training)
     text = token_ids_to_text(out, tokenizer).replace("\n", " ")
     print(text)

@@ -377,6 +377,21 @@ def test_generate_and_print_sample_prints_the_greedy_continuation(gpt2_tokenizer
     assert text.startswith("Every effort moves you") and "\n" not in text
 
 
+@pytest.mark.parametrize("context_length, cached", [(64, True), (16, False)])
+def test_generate_and_print_sample_uses_the_kv_cache_when_the_sample_fits(gpt2_tokenizer, capsys, monkeypatch,
+                                                                         context_length, cached):
+    cfg = GPTConfig(vocab_size=50257, context_length=context_length, emb_dim=32, n_heads=2, n_layers=2)
+    model = make_model(cfg)
+    calls = []
+    real = pretraining.generate_text_cached
+    monkeypatch.setattr(pretraining, "generate_text_cached", lambda *a, **k: calls.append(1) or real(*a, **k))
+    start = "Every effort moves you"  # 4 tokens: with 30 new ones they fit a context of 64, not one of 16
+    text = generate_and_print_sample(model, gpt2_tokenizer, "cpu", start, max_new_tokens=30)
+    assert len(calls) == int(cached)
+    ids = generate(model.eval(), text_to_token_ids(start, gpt2_tokenizer), 30)  # section 5.7's uncached loop
+    assert text == token_ids_to_text(ids, gpt2_tokenizer)
+
+
 # --- save_checkpoint / load_checkpoint --------------------------------------------------------------
 
 
