@@ -17,9 +17,10 @@ FLOPs utilisation (MFU) against the bfloat16 matmul peak that the script measure
       AdamW(fused=True), loss from calc_loss_batch(..., amp_dtype)
   bt  b with the output head tied to the token embedding (ch04's tie_weights): 124M parameters, the
       same parameter set as transformers' GPT-2
-  x   bt plus the levers of ch05_pretraining/faster_training.ipynb: reuse_freed_memory() (CPU), the
-      chunked loss (chunked_loss: no full logits), and, where autocast_dtype(device) is bfloat16,
-      bfloat16 weights with float32 masters (MasterWeightAdamW, fused) instead of autocast
+  x   bt plus the speed levers of ch05_pretraining/faster_training.ipynb: reuse_freed_memory() (CPU) and,
+      where autocast_dtype(device) is bfloat16, bfloat16 weights with float32 masters (MasterWeightAdamW,
+      fused) instead of autocast
+  xc  x plus the chunked loss (chunked_loss: no full logits), a memory lever; xc / x is its cost in speed
   c   transformers.GPT2LMHeadModel (tied, as GPT-2 is) of the same size, SDPA attention, the same
       autocast dtype and fused AdamW; the model is called for its logits (use_cache=False) and the loss
       comes from the very same calc_loss_batch
@@ -115,7 +116,8 @@ PATHS = {
     "a": "course GPTModel (untied), float32, hand-written attention, AdamW default",
     "b": "course GPTModel (untied), use_fused_kernels (SDPA, fused LayerNorm and GELU) + autocast + fused AdamW (ch05 fast path)",
     "bt": "course GPTModel tied (tie_weights), same fast path as b",
-    "x": "bt + reuse_freed_memory (CPU) + chunked_loss + bf16 weights with float32 masters where bf16 is native",
+    "x": "bt + reuse_freed_memory (CPU) + bf16 weights with float32 masters where bf16 is native",
+    "xc": "x + chunked_loss (no full logits)",
     "c": "transformers GPT2LMHeadModel (tied), SDPA + autocast + fused AdamW",
 }
 TINY = dict(emb_dim=64, n_heads=4, n_layers=2)  # --tiny: GPT-2's vocabulary, a toy body
@@ -246,13 +248,13 @@ def build_path(
     elif path in ("book", "bookbf"):
         model = build_book_model(cfg, seed)
     else:
-        model = build_course_model(cfg, tied=path in ("bt", "x"), seed=seed)
+        model = build_course_model(cfg, tied=path in ("bt", "x", "xc"), seed=seed)
     model = model.to(device).train()
     fast = path not in ("a", "book")
-    if fast and path in ("b", "bt", "x"):
+    if fast and path in ("b", "bt", "x", "xc"):
         use_fused_kernels(model)
     fused = fast and device.type in ("cpu", "cuda")  # as in ch05: fused AdamW where PyTorch has the kernel
-    if path == "x" and amp == torch.bfloat16:  # bfloat16 weights, float32 masters: no autocast casts
+    if path in ("x", "xc") and amp == torch.bfloat16:  # bfloat16 weights, float32 masters: no autocast casts
         return model, MasterWeightAdamW(model.parameters(), lr=5e-4, weight_decay=0.1, fused=fused)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1, **({"fused": True} if fused else {}))
     return model, optimizer
@@ -333,8 +335,8 @@ def run_path(path: str, spec: dict) -> dict:
     device = torch.device(spec["device"])
     cfg = GPTConfig(**spec["cfg"])
     amp = getattr(torch, spec["amp"]) if spec["amp"] and path not in ("a", "book") else None
-    chunked = path == "x"
-    if path == "x" and device.type == "cpu":
+    chunked = path == "xc"
+    if path in ("x", "xc") and device.type == "cpu":
         reuse_freed_memory()  # before anything big is allocated
 
     # One step of a toy model on the same path first: the library's start-up (lazy imports, code pages,
@@ -542,6 +544,7 @@ def run_shape(args: argparse.Namespace, ctx, context_length: int, amp: torch.dty
         ("x", "bookbf", "course fast path + levers vs the book's model under autocast + fused AdamW", 2.0),
         ("x", "c", "course fast path + levers vs transformers, both tied", 1.5),
         ("x", "bt", "what the faster_training levers add to the tied fast path", None),
+        ("xc", "x", "what the chunked loss does to x's speed (it saves memory)", None),
         ("b", "a", "course fast path vs the course's plain float32 path, same untied model", None),
         ("a", "book", "the course's plain float32 path vs the book's", None),
         ("b", "c", "untied course model vs tied transformers (b also trains a separate head)", None),

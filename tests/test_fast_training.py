@@ -1,4 +1,5 @@
 """The faster-training levers of ch05_pretraining/fast_training.py: each equals the plain path, and each switch takes effect."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -270,13 +271,32 @@ def test_reuse_freed_memory_keeps_freed_blocks_instead_of_returning_them():
     assert reused["returned_mib"] < 50
 
 
-def test_the_benchmark_runs_path_x_and_its_initial_loss_matches_the_fast_path():
-    # path x = bt + the levers above; same weights and batch, so its step-0 loss must equal bt's (checked by the script)
+def test_the_benchmark_runs_paths_x_and_xc_and_their_initial_loss_matches_the_fast_path():
+    # x = bt + the speed levers above, xc = x + the chunked loss; same weights and batch, so their step-0 losses
+    # must equal bt's (checked by the script)
     out = subprocess.run([sys.executable, "benchmarks/train_speed.py", "--tiny", "--steps", "1", "--warmup", "0",
-                          "--paths", "bt,x", "--context-length", "32"], capture_output=True, text=True, cwd=ROOT)
+                          "--paths", "bt,x,xc", "--context-length", "32", "--no-matmul-time"],
+                         capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "initial-loss check" in out.stdout and ": ok" in out.stdout
-    assert "x / bt" in out.stdout
+    assert "x / bt" in out.stdout and "xc / x" in out.stdout
+
+
+@pytest.mark.parametrize("path, chunked", [("x", False), ("xc", True)])
+def test_only_the_benchmarks_path_xc_trains_through_the_chunked_loss(monkeypatch, path, chunked):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_speed
+
+    calls = []
+    real = train_speed.chunked_loss
+    monkeypatch.setattr(train_speed, "chunked_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(train_speed, "reuse_freed_memory", lambda: False)  # leave this process's allocator alone
+    cfg = dataclasses.replace(TINY, drop_rate=0.0)
+    spec = {"cfg": dataclasses.asdict(cfg), "device": "cpu", "amp": None, "batch_size": 2, "steps": 1, "warmup": 0,
+            "seed": 0, "threads": None, "matmul_time": False}
+    result = train_speed.run_path(path, spec)
+    assert len(result["losses"]) == 1
+    assert bool(calls) == chunked  # the toy step and the timed step of xc; none for x
 
 
 def test_the_benchmark_rounds_alternate_the_order_and_report_every_round():
