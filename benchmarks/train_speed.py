@@ -20,7 +20,7 @@ FLOPs utilisation (MFU) against the bfloat16 matmul peak that the script measure
   x   bt plus the speed levers of ch05_pretraining/faster_training.ipynb: reuse_freed_memory() (CPU) and,
       where autocast_dtype(device) is bfloat16, bfloat16 weights with float32 masters (MasterWeightAdamW,
       fused) instead of autocast
-  xc  x plus the chunked loss (chunked_loss: no full logits), a memory lever; xc / x is its cost in speed
+  xc  x plus the chunked loss (chunked_loss: no full logits), a memory lever; xc / x is what it does to speed
   c   transformers.GPT2LMHeadModel (tied, as GPT-2 is) of the same size, SDPA attention, the same
       autocast dtype and fused AdamW; the model is called for its logits (use_cache=False) and the loss
       comes from the very same calc_loss_batch
