@@ -120,6 +120,7 @@ PATHS = {
     "xc": "x + chunked_loss (no full logits)",
     "c": "transformers GPT2LMHeadModel (tied), SDPA + autocast + fused AdamW",
 }
+LEVER_PATHS = ("x", "xc")  # the tied fast path plus the faster_training levers
 TINY = dict(emb_dim=64, n_heads=4, n_layers=2)  # --tiny: GPT-2's vocabulary, a toy body
 
 
@@ -248,13 +249,13 @@ def build_path(
     elif path in ("book", "bookbf"):
         model = build_book_model(cfg, seed)
     else:
-        model = build_course_model(cfg, tied=path in ("bt", "x", "xc"), seed=seed)
+        model = build_course_model(cfg, tied=path == "bt" or path in LEVER_PATHS, seed=seed)
     model = model.to(device).train()
     fast = path not in ("a", "book")
-    if fast and path in ("b", "bt", "x", "xc"):
+    if fast and (path in ("b", "bt") or path in LEVER_PATHS):
         use_fused_kernels(model)
     fused = fast and device.type in ("cpu", "cuda")  # as in ch05: fused AdamW where PyTorch has the kernel
-    if path in ("x", "xc") and amp == torch.bfloat16:  # bfloat16 weights, float32 masters: no autocast casts
+    if path in LEVER_PATHS and amp == torch.bfloat16:  # bfloat16 weights, float32 masters: no autocast casts
         return model, MasterWeightAdamW(model.parameters(), lr=5e-4, weight_decay=0.1, fused=fused)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1, **({"fused": True} if fused else {}))
     return model, optimizer
@@ -336,7 +337,7 @@ def run_path(path: str, spec: dict) -> dict:
     cfg = GPTConfig(**spec["cfg"])
     amp = getattr(torch, spec["amp"]) if spec["amp"] and path not in ("a", "book") else None
     chunked = path == "xc"
-    if path in ("x", "xc") and device.type == "cpu":
+    if path in LEVER_PATHS and device.type == "cpu":
         reuse_freed_memory()  # before anything big is allocated
 
     # One step of a toy model on the same path first: the library's start-up (lazy imports, code pages,

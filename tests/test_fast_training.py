@@ -271,6 +271,15 @@ def test_reuse_freed_memory_keeps_freed_blocks_instead_of_returning_them():
     assert reused["returned_mib"] < 50
 
 
+@pytest.fixture
+def train_speed(monkeypatch):
+    """benchmarks/train_speed.py as a module."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import train_speed
+
+    return train_speed
+
+
 def test_the_benchmark_runs_paths_x_and_xc_and_their_initial_loss_matches_the_fast_path():
     # x = bt + the speed levers above, xc = x + the chunked loss; same weights and batch, so their step-0 losses
     # must equal bt's (checked by the script)
@@ -283,10 +292,7 @@ def test_the_benchmark_runs_paths_x_and_xc_and_their_initial_loss_matches_the_fa
 
 
 @pytest.mark.parametrize("path, chunked", [("x", False), ("xc", True)])
-def test_only_the_benchmarks_path_xc_trains_through_the_chunked_loss(monkeypatch, path, chunked):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import train_speed
-
+def test_only_the_benchmarks_path_xc_trains_through_the_chunked_loss(train_speed, monkeypatch, path, chunked):
     calls = []
     real = train_speed.chunked_loss
     monkeypatch.setattr(train_speed, "chunked_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -336,10 +342,7 @@ def test_the_benchmark_measures_matmul_time_and_prints_ceilings_unless_told_not_
     assert "ceiling" not in off.stdout
 
 
-def test_matmul_seconds_counts_only_time_inside_matrix_products():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import train_speed
-
+def test_matmul_seconds_counts_only_time_inside_matrix_products(train_speed):
     model = tiny_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, TINY.vocab_size, (2, TINY.context_length))
