@@ -26,7 +26,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import tiktoken
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -37,6 +36,7 @@ from appendix_pytorch.ddp_train import DeviceError, pick_device
 from appendix_pytorch.ddp_train import setup as ddp_setup
 from ch02_text_data import THE_VERDICT_SHA256, THE_VERDICT_URL, DownloadError, create_dataloader, download_file
 from ch04_gpt_model import GPT_CONFIGS, GPTConfig, GPTModel, tie_weights
+from ch05_pretraining.cli_tools import ARGS_NAME, STATE_NAME, UsageError, check_resume, gpt2_tokenizer
 from ch05_pretraining.fast_training import MasterWeightAdamW, chunked_loss, reuse_freed_memory
 from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS, WeightsUnavailableError, load_gpt2, save_hf_checkpoint
 from ch05_pretraining.pretraining import (
@@ -54,8 +54,6 @@ __all__ = ["MODEL_PRESETS", "SMOKE_DEFAULTS", "DEFAULT_OUT", "DATA_DIR", "UsageE
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = PACKAGE_DIR / "data"  # where the notebook keeps the-verdict.txt too
 DEFAULT_OUT = PACKAGE_DIR / "checkpoints" / "gpt2-verdict"  # the notebook's model; ch06/ch07 look here
-STATE_NAME = "train_state.pt"
-ARGS_NAME = "run_args.json"
 PROG = "python -m ch05_pretraining"
 
 MODEL_PRESETS: dict[str, GPTConfig] = {  # context_length is replaced by --context-length
@@ -71,10 +69,6 @@ RESUME_KEYS = ("text_sha256", "val_fraction", "model", "init_from", "tie_weights
                "fast", "chunked_loss", "master_weights", "seed", "world_size")
 # Keys added after the first release: a run_args.json without them was made with these values.
 RESUME_DEFAULTS = {"chunked_loss": False, "master_weights": False}
-
-
-class UsageError(Exception):
-    """Bad input the user can fix (missing file, text too short, no checkpoint); main prints it and returns 2."""
 
 
 class RankZeroFailed(RuntimeError):
@@ -269,16 +263,7 @@ def _text_path(args: argparse.Namespace, rank: int, world_size: int) -> Path:
     return Path(_on_rank0(lambda: str(_default_text()), rank, world_size))
 
 
-def _gpt2_tokenizer():
-    """tiktoken's GPT-2 encoding; a DownloadError that says how to get it offline if it cannot be loaded."""
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as err:  # no network and no cache: requests/SSL/OS errors, whichever tiktoken hits
-        raise DownloadError(
-            f"could not load GPT-2's tokenizer with tiktoken ({type(err).__name__}: {err}); go online once, or set "
-            "TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached files (the data mirror has one: "
-            "$LLMS_DATA_MIRROR/tiktoken_cache)"
-        ) from err
+_gpt2_tokenizer = gpt2_tokenizer
 
 
 def _read_text(path: Path) -> str:
@@ -378,18 +363,8 @@ def _save_and_sample(args, model: GPTModel, tokenizer, device: torch.device, his
 
 
 def _check_resume(out: Path, record: dict, keys: tuple[str, ...] = RESUME_KEYS) -> None:
-    """Refuse to resume a run whose weight-changing settings (keys) differ from this one's; say which differ."""
-    path = out / ARGS_NAME
-    if not path.is_file():
-        return  # a checkpoint written by train_model directly: nothing to compare
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    diffs = [f"{k}: {saved.get(k, RESUME_DEFAULTS.get(k))!r} then, {record[k]!r} now" for k in keys
-             if saved.get(k, RESUME_DEFAULTS.get(k)) != record[k]]
-    if diffs:
-        raise UsageError(
-            f"--resume: {out / STATE_NAME} was written by a run with other settings ({'; '.join(diffs)}); "
-            f"pass the same options as that run (they are in {path}), or a new --out to start afresh"
-        )
+    """Refuse to resume a run whose weight-changing settings differ from this one's (chapter 5's keys)."""
+    check_resume(out, record, keys, RESUME_DEFAULTS)
 
 
 # --- main ---------------------------------------------------------------------------------------------
