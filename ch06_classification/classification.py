@@ -72,6 +72,59 @@ def load_sms_spam(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def read_labeled_csv(path: str | Path) -> pd.DataFrame:
+    """A CSV file with a text and a label column (any case, e.g. text,label) as columns Label and Text."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x}): save it as UTF-8, "
+                         "e.g. with `iconv -f latin1 -t utf-8`") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty: it needs a header line text,label and one row per text") from None
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path}: a row has more fields than the header ({str(err).strip()}): put texts that "
+                         "hold a comma in double quotes") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas took the first row's extra field as an index
+        raise ValueError(f"{path}: the first row has more fields than the header: put texts that hold a comma in "
+                         "double quotes")
+    return _label_text_columns(df, str(path))
+
+
+def _label_text_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """df's text and label columns (found in any case) as a DataFrame with columns Label and Text."""
+    found = {str(name).strip().lower(): name for name in df.columns}
+    missing = [name for name in ("text", "label") if name not in found]
+    if missing:
+        raise ValueError(f"{where} has the columns {[str(c) for c in df.columns]} but needs a {' and a '.join(missing)} "
+                         "column: give it a header line such as text,label (any case)")
+    return pd.DataFrame({"Label": df[found["label"]], "Text": df[found["text"]]})
+
+
+def labeled_frame(data: pd.DataFrame | str | Path, labels: Sequence[str] = LABELS) -> pd.DataFrame:
+    """data (a DataFrame or a CSV file) as columns Label and Text, checked: rows, no empty text, known labels."""
+    where = "the data" if isinstance(data, pd.DataFrame) else str(data)
+    df = _label_text_columns(data, where) if isinstance(data, pd.DataFrame) else read_labeled_csv(data)
+    if len(df) == 0:
+        raise ValueError(f"{where} has no rows: it needs one row per text")
+    empty = [i for i, text in enumerate(df["Text"]) if not isinstance(text, str) or not text.strip()]
+    if empty:
+        raise ValueError(f"{where}: the text in row {empty[0] + 1} (counting from 1 below the header) is empty: "
+                         f"write it or delete the row ({len(empty)} of {len(df)} rows have no text)")
+    unknown = sorted(set(df["Label"]) - set(labels))
+    if unknown:
+        raise ValueError(f"{where}: unknown labels {unknown[:5]}; expected one of {tuple(labels)}")
+    return df
+
+
+def label_names(df: pd.DataFrame, where: str = "the data") -> tuple[str, ...]:
+    """The two class names of df's Label column: LABELS for ham and spam, else the two values sorted."""
+    values = sorted(set(df["Label"]))
+    if len(values) != 2:
+        raise ValueError(f"{where} has {len(values)} distinct labels {values[:5]}, but a classifier of two classes "
+                         "needs exactly two (e.g. ham and spam), each with examples")
+    return LABELS if set(values) == set(LABELS) else tuple(values)
+
+
 def balance_classes(df: pd.DataFrame, seed: int = 123) -> pd.DataFrame:
     """Undersample every label to the count of the rarest one, with a seeded random choice."""
     n = df["Label"].value_counts().min()
@@ -107,12 +160,7 @@ class SpamDataset(Dataset):
 
     def __init__(self, data: pd.DataFrame | str | Path, tokenizer, max_length: int | None = None,
                  context_length: int = 1024, pad_token_id: int = END_OF_TEXT_ID, labels: Sequence[str] = LABELS):
-        df = data if isinstance(data, pd.DataFrame) else pd.read_csv(data, dtype=str, keep_default_na=False)
-        if len(df) == 0:
-            raise ValueError("the data has no rows")
-        unknown = sorted(set(df["Label"]) - set(labels))
-        if unknown:
-            raise ValueError(f"unknown labels {unknown[:5]}; expected one of {tuple(labels)}")
+        df = labeled_frame(data, labels)  # columns Label and Text; a clear error for empty texts, unknown labels
         encoded = [tokenizer.encode(text, disallowed_special=()) for text in df["Text"]]  # "<|endoftext|>" is text
         longest = max(len(ids) for ids in encoded)
         if max_length is None and longest > context_length:
@@ -281,8 +329,24 @@ def load_classifier(out_dir: str | Path, device: torch.device | str = "cpu") -> 
         raise FileNotFoundError(f"{out_dir} needs {CLASSIFIER_CONFIG} and {CLASSIFIER_WEIGHTS}: write them with save_classifier")
     meta = json.loads((out_dir / CLASSIFIER_CONFIG).read_text())
     model = add_classification_head(GPTModel(GPTConfig(**meta["model_config"])), meta["num_classes"])
-    model.load_state_dict(load_file(str(out_dir / CLASSIFIER_WEIGHTS)))  # strict: every tensor must match
+    state = load_file(str(out_dir / CLASSIFIER_WEIGHTS))
+    check_same_shapes(state, model, str(out_dir / CLASSIFIER_WEIGHTS),
+                      f"it does not fit the {CLASSIFIER_CONFIG} beside it: write both with save_classifier")
+    model.load_state_dict(state)  # strict: every tensor must match
     return model.to(device).eval(), meta
+
+
+def check_same_shapes(state: dict[str, torch.Tensor], model: nn.Module, where: str, fix: str) -> None:
+    """A ValueError naming the first tensor of a saved state that is missing, extra or shaped unlike model's."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    for name in [*expected, *(n for n in state if n not in expected)]:
+        found = tuple(state[name].shape) if name in state else None
+        if found != expected.get(name):
+            detail = (f"it lacks {name}" if found is None else f"it has {name}, which this model lacks"
+                      if name not in expected else f"{name} has shape {found} there but {expected[name]} here")
+            cfg = model.cfg
+            raise ValueError(f"{where} holds another model ({detail}; this one has emb_dim {cfg.emb_dim}, "
+                             f"{cfg.n_layers} layers, context {cfg.context_length}): {fix}")
 
 
 __all__ = [
@@ -292,6 +356,9 @@ __all__ = [
     "extract_member",
     "download_sms_spam",
     "load_sms_spam",
+    "read_labeled_csv",
+    "labeled_frame",
+    "label_names",
     "balance_classes",
     "random_split",
     "pad_ids",
@@ -312,4 +379,5 @@ __all__ = [
     "CLASSIFIER_CONFIG",
     "save_classifier",
     "load_classifier",
+    "check_same_shapes",
 ]
