@@ -100,8 +100,8 @@ def _label_text_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
     return pd.DataFrame({"Label": df[found["label"]], "Text": df[found["text"]]})
 
 
-def labeled_frame(data: pd.DataFrame | str | Path, labels: Sequence[str] = LABELS) -> pd.DataFrame:
-    """data (a DataFrame or a CSV file) as columns Label and Text, checked: rows, no empty text, known labels."""
+def labeled_frame(data: pd.DataFrame | str | Path, labels: Sequence[str] | None = LABELS) -> pd.DataFrame:
+    """data (a DataFrame or a CSV file) as columns Label and Text, checked: rows, no empty text, labels (None: any)."""
     where = "the data" if isinstance(data, pd.DataFrame) else str(data)
     df = _label_text_columns(data, where) if isinstance(data, pd.DataFrame) else read_labeled_csv(data)
     if len(df) == 0:
@@ -110,7 +110,7 @@ def labeled_frame(data: pd.DataFrame | str | Path, labels: Sequence[str] = LABEL
     if empty:
         raise ValueError(f"{where}: the text in row {empty[0] + 1} (counting from 1 below the header) is empty: "
                          f"write it or delete the row ({len(empty)} of {len(df)} rows have no text)")
-    unknown = sorted(set(df["Label"]) - set(labels))
+    unknown = [] if labels is None else sorted(set(df["Label"]) - set(labels))
     if unknown:
         raise ValueError(f"{where}: unknown labels {unknown[:5]}; expected one of {tuple(labels)}")
     return df
@@ -120,8 +120,8 @@ def label_names(df: pd.DataFrame, where: str = "the data") -> tuple[str, ...]:
     """The two class names of df's Label column: LABELS for ham and spam, else the two values sorted."""
     values = sorted(set(df["Label"]))
     if len(values) != 2:
-        raise ValueError(f"{where} has {len(values)} distinct labels {values[:5]}, but a classifier of two classes "
-                         "needs exactly two (e.g. ham and spam), each with examples")
+        raise ValueError(f"{where}: the labels {values[:5]} are not two classes; a two-class classifier needs exactly "
+                         "two label values (e.g. ham and spam), each with examples")
     return LABELS if set(values) == set(LABELS) else tuple(values)
 
 
