@@ -95,8 +95,8 @@ def _label_text_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
     found = {str(name).strip().lower(): name for name in df.columns}
     missing = [name for name in ("text", "label") if name not in found]
     if missing:
-        raise ValueError(f"{where} has the columns {[str(c) for c in df.columns]} but needs a {' and a '.join(missing)} "
-                         "column: give it a header line such as text,label (any case)")
+        raise ValueError(f"{where} has the columns {[str(c) for c in df.columns]} but needs a "
+                         f"{' and a '.join(missing)} column: give it a header line such as text,label (any case)")
     return pd.DataFrame({"Label": df[found["label"]], "Text": df[found["text"]]})
 
 

@@ -95,8 +95,9 @@ def test_spam_dataset_reads_a_text_label_csv_and_names_an_empty_text(tmp_path, g
 def test_check_same_shapes_names_the_first_tensor_that_differs():
     model = tiny_classifier()
     check_same_shapes(model.state_dict(), model, "x", "fix")  # the same model: no error
-    with pytest.raises(ValueError, match=r"^ckpt holds another model \(tok_emb.weight has shape \(50257, 16\) there but "
-                                         r"\(50257, 32\) here; this one has emb_dim 32, 2 layers, context 32\): fix it$"):
+    message = (r"^ckpt holds another model \(tok_emb.weight has shape \(50257, 16\) there but \(50257, 32\) here; "
+               r"this one has emb_dim 32, 2 layers, context 32\): fix it$")
+    with pytest.raises(ValueError, match=message):
         check_same_shapes(tiny_classifier(emb_dim=16).state_dict(), model, "ckpt", "fix it")
     with pytest.raises(ValueError, match=r"\(it has trf_blocks.2.\S+, which this model lacks;"):
         check_same_shapes(tiny_classifier(n_layers=3).state_dict(), model, "ckpt", "fix")
