@@ -1,22 +1,24 @@
 """What the command lines of chapters 5, 6 and 7 share, so that they behave alike.
 
-Hand-written infrastructure (not generated from a notebook): the error type a command prints as one line,
-reading a user's text file, refusing to overwrite an earlier run, the --resume settings check, atomic writes
-and GPT-2's tokenizer. Every command checks its input with these before any work starts, so a bad input
-ends with one clear line and nothing written.
+Hand-written infrastructure (not generated from a notebook): the error type a command prints as one line, an
+argument parser whose own errors are one line too, reading a user's text file, refusing to overwrite an earlier
+run, the --resume settings check, atomic writes and GPT-2's tokenizer. Every command checks its input with these
+before any work starts, so a bad input ends with one clear line and nothing written.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import tiktoken
 
 from ch02_text_data import DownloadError
 
-__all__ = ["UsageError", "STATE_NAME", "ARGS_NAME", "read_text_file", "check_out_dir", "check_resume",
+__all__ = ["UsageError", "CommandParser", "STATE_NAME", "ARGS_NAME", "read_text_file", "check_out_dir", "check_resume",
            "write_atomically", "write_json_atomically", "gpt2_tokenizer"]
 
 STATE_NAME = "train_state.pt"  # weights, optimizer, step and random state, for --resume
@@ -25,6 +27,13 @@ ARGS_NAME = "run_args.json"  # the settings of the run, checked on --resume
 
 class UsageError(Exception):
     """Bad input the user can fix (missing file, wrong format, a run in the way); printed as one line, exit 2."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (`PROG: error: MESSAGE (see --help)`), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def read_text_file(path: Path, what: str) -> str:

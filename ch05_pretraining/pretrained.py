@@ -1,2 +1,60 @@
-"""load_pretrained: OpenAI's GPT-2 weights, else the chapter-5 substitute model. (Being moved here from cli.py.)"""
-from ch05_pretraining.cli import load_pretrained  # noqa: F401  (temporary: the move to this module is in progress)
+"""load_pretrained: OpenAI's GPT-2 weights if they can be had, else the model chapter 5 pretrains (trained if missing).
+
+Hand-written infrastructure (not generated from a notebook), used by chapters 6 and 7. The substitute lives in
+DEFAULT_OUT (`ch05_pretraining/checkpoints/gpt2-verdict`, where the chapter-5 notebook saves it); smoke runs use
+SMOKE_OUT (`.../gpt2-verdict-smoke`) instead, so a smoke model is never taken for the real one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ch04_gpt_model import GPTModel
+from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS, WeightsUnavailableError, load_gpt2
+from ch05_pretraining.pretrain_run import DEFAULT_OUT, SMOKE_DEFAULTS, SMOKE_OUT, PretrainSettings, pretrain
+
+__all__ = ["load_pretrained", "substitute_settings", "DEFAULT_OUT", "SMOKE_OUT"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def substitute_settings(smoke: bool = False) -> PretrainSettings:
+    """The run that makes the substitute: the chapter's, or (smoke) a tiny model with room for ch07's prompts (256 tokens)."""
+    if smoke:
+        return PretrainSettings(**{**SMOKE_DEFAULTS, "context_length": 256}, smoke=True, out=SMOKE_OUT, progress=False)
+    return PretrainSettings(out=DEFAULT_OUT, progress=False)
+
+
+def _shown(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+
+
+def load_pretrained(
+    name: str = "gpt2", device: str | torch.device | None = None, *, smoke: bool = False
+) -> tuple[GPTModel, str]:
+    """OpenAI's GPT-2 `name` if it can be had, else chapter 5's model (trained first if missing); prints its size.
+
+    Returns the model (in eval mode) and a sentence naming it, for the fine-tuning chapters to print. The substitute
+    is read from DEFAULT_OUT, or with smoke=True from SMOKE_OUT (a tiny model trained in seconds if missing).
+    """
+    try:
+        model = load_gpt2(name, device=device)
+        where = GPT2_REPOS[GPT2_ALIASES.get(name, name)]
+        source = f"OpenAI's GPT-2 {name} ({where})"
+    except WeightsUnavailableError as err:
+        print(f"OpenAI's {name} weights are not available here:\n{err}\n")
+        settings = substitute_settings(smoke)
+        where = _shown(settings.out)
+        if not (settings.out / "model.safetensors").is_file():
+            what = "a tiny smoke-test model" if smoke else "the chapter's run (GPT-2 124M on The Verdict)"
+            print(f"No chapter-5 model in {where} yet: training it with {what} (the chapter-5 notebook saves the same "
+                  "model there) ...", flush=True)
+            pretrain(settings)
+        model = load_gpt2(settings.out, device=device)
+        kind = "a smoke-test model from chapter 5" if smoke else "the model pretrained on The Verdict in chapter 5"
+        source = f"the substitute: {kind} ({where})"
+    cfg = model.cfg
+    print(f"loaded {sum(p.numel() for p in model.parameters()):,} parameters (emb_dim {cfg.emb_dim}, {cfg.n_layers} "
+          f"layers, context_length {cfg.context_length}) from {where}")
+    return model, source

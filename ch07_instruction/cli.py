@@ -13,15 +13,18 @@ Hand-written infrastructure (not generated from a notebook). It wires chapter 7'
 Files in finetune's --out: config.json + model.safetensors (Hugging Face GPT-2 format), instruction.json (the
 prompt style), train_state.pt (for --resume), run_args.json (the settings, checked on --resume), history.json.
 
-Every input file is checked before any work starts (a list of objects with the needed text fields,
-prompts that fit the model's context), and outputs are written to a temporary name and renamed, so a
-bad input or a crash never leaves half a file or overwrites a good one.
+Every option, input file and output location is checked before any work starts (numbers in range, UTF-8
+JSON: a list of objects with the needed text fields, none of them blank, prompts that fit the model's context;
+an --out that can be written), and outputs are written to a temporary name and renamed, so a bad input or a
+crash never leaves half a file or overwrites a good one. `finetune` refuses an --out that holds an earlier run
+unless --resume (continue it) or --overwrite (replace it) is given. A bad input ends with one line on stderr
+and exit status 2 before any model is loaded.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -31,9 +34,26 @@ from torch.utils.data import DataLoader
 
 from appendix_pytorch.ddp_train import DeviceError, pick_device
 from ch02_text_data import DownloadError
-from ch05_pretraining import TrainConfig, WeightsUnavailableError, autocast_dtype, load_gpt2, train_model
-from ch05_pretraining.cli import ARGS_NAME, STATE_NAME, UsageError, _check_resume, _gpt2_tokenizer, load_pretrained
-from ch06_classification.classification import _write_atomically
+from ch05_pretraining import (
+    GPT2_ALIASES,
+    GPT2_REPOS,
+    TrainConfig,
+    WeightsUnavailableError,
+    autocast_dtype,
+    load_gpt2,
+    train_model,
+)
+from ch05_pretraining.cli_tools import (
+    ARGS_NAME,
+    STATE_NAME,
+    CommandParser,
+    UsageError,
+    check_out_dir,
+    check_resume,
+    gpt2_tokenizer,
+    write_json_atomically,
+)
+from ch05_pretraining.pretrained import load_pretrained
 from ch06_classification import apply_lora, merge_lora
 from ch07_instruction.instruction import (
     PROMPT_STYLES,
@@ -64,7 +84,7 @@ SMOKE_RECORDS = 16  # --smoke trains on the first 16 records for 2 steps
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Fine-tune GPT to follow instructions, answer, score, chat.")
+    parser = CommandParser(prog=PROG, description="Fine-tune GPT to follow instructions, answer, score, chat.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     ft = commands.add_parser("finetune", help="fine-tune on a JSON file of instruction/input/output records")
@@ -83,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--eval-freq", type=int, default=10, help="steps between evaluations (5 batches each)")
     ft.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     ft.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    ft.add_argument("--overwrite", action="store_true",
+                    help="start afresh in an --out that holds an earlier run, replacing it (refused otherwise)")
     ft.add_argument("--stop-at-step", type=int, default=None, help="stop after this many steps (resume later)")
     ft.add_argument("--smoke", action="store_true",
                     help=f"seconds, for CI: the first {SMOKE_RECORDS} records, 2 steps, a tiny model when offline")
@@ -122,13 +144,50 @@ def _decoding_options(sub: argparse.ArgumentParser) -> None:
 # --- helpers -------------------------------------------------------------------------------------------
 
 
-def _load_records(path: Path, required: tuple[str, ...]) -> list[dict]:
+def _load_records(path: Path, required: tuple[str, ...], not_blank: tuple[str, ...] = ()) -> list[dict]:
+    """The records of a UTF-8 JSON file with the text fields `required`, of which `not_blank` must hold text."""
     if not path.is_file():
-        raise UsageError(f"{path} does not exist")
+        raise UsageError(f"{path}: no such file; pass a JSON file of records with {' and '.join(required)}")
     try:
-        return load_instruction_data(path, required=required)
+        records = load_instruction_data(path, required=required)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    for i, entry in enumerate(records):
+        for field in not_blank:
+            if not entry[field].strip():
+                raise UsageError(f"{path}: record {i} has an empty {field!r}: write one, or remove the record")
+    return records
+
+
+_AT_LEAST_1 = ("epochs", "batch_size", "eval_freq", "checkpoint_every", "stop_at_step", "lora", "max_new_tokens",
+               "top_k")
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Every number in range, before any file is read or model loaded; else a UsageError naming the option."""
+    for name in _AT_LEAST_1:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not getattr(args, "temperature", 0) >= 0:
+        raise UsageError(f"--temperature must be >= 0 (0: greedy), got {args.temperature}")
+    if not getattr(args, "lr", 1) > 0:
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if getattr(args, "lora_alpha", None) is not None and not args.lora_alpha > 0:
+        raise UsageError(f"--lora-alpha must be > 0, got {args.lora_alpha}")
+    if not 0 < getattr(args, "val_fraction", 0.5) < 1:
+        raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+
+
+def _check_out_file(path: Path) -> None:
+    """Refuse an --out file that cannot be written (a folder, or under a file); its folder may be created."""
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder: give the name of a JSON file, e.g. {path / 'answers.json'}")
+    parent = path.parent
+    while not parent.exists():  # the nearest folder that exists: the missing ones are created before the work
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"--out {path}: cannot write under {parent}; pass a path in a folder you can write to")
 
 
 def _check_prompts_fit(records: list[dict], tokenizer, style: str, context_length: int, path: Path) -> None:
@@ -137,10 +196,6 @@ def _check_prompts_fit(records: list[dict], tokenizer, style: str, context_lengt
         if n >= context_length:
             raise UsageError(f"{path}: record {i}'s prompt is {n} tokens, but the model's context_length is "
                              f"{context_length}: shorten its instruction or input (nothing was written)")
-
-
-def _write_json_atomically(path: Path, obj) -> None:
-    _write_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
 
 
 def _device(name: str | None) -> torch.device:
@@ -163,35 +218,37 @@ def _load_model_dir(folder: Path, device: torch.device):
 # --- finetune ------------------------------------------------------------------------------------------
 
 
+def _base_model(args: argparse.Namespace, device: torch.device):
+    """(model, sentence naming it): a checkpoint folder, else OpenAI's GPT-2 or the chapter-5 substitute."""
+    if Path(args.model).is_dir():
+        try:
+            return load_gpt2(Path(args.model), device=device), f"the checkpoint in {args.model}"
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(f"--model {args.model}: {err}") from None
+    return load_pretrained(args.model, device, smoke=args.smoke)
+
+
 def _finetune(args: argparse.Namespace) -> None:
-    for name in ("epochs", "batch_size", "eval_freq", "checkpoint_every"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.lora is not None and args.lora < 1:
-        raise UsageError("--lora RANK must be >= 1")
-    if not 0 < args.val_fraction < 1:
-        raise UsageError("--val-fraction must be between 0 and 1")
-    records = _load_records(args.data, ("instruction", "output"))
+    records = _load_records(args.data, ("instruction", "output"), not_blank=("instruction", "output"))
     if args.smoke:
         records = records[:SMOKE_RECORDS]
     n_val = max(1, round(len(records) * args.val_fraction))
     if len(records) - n_val < args.batch_size:
         raise UsageError(f"{args.data} has {len(records)} records: too few for a validation share of "
                          f"{args.val_fraction} and batches of {args.batch_size}")
+    if not Path(args.model).is_dir() and args.model not in (*GPT2_REPOS, *GPT2_ALIASES):
+        raise UsageError(f"--model {args.model}: no such folder, and not a GPT-2 size "
+                         f"({', '.join([*GPT2_REPOS, *GPT2_ALIASES])})")
+    check_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     state = args.out / STATE_NAME
-    if args.resume and not state.is_file():
-        raise UsageError(f"--resume: {state} does not exist; run without --resume to start")
     record = {k: getattr(args, k) for k in RESUME_KEYS if k != "data_sha256"}
     record["data_sha256"] = hashlib.sha256(args.data.read_bytes()).hexdigest()
     if args.resume:
-        _check_resume(args.out, record, RESUME_KEYS)  # chapter 5's check, with this command's settings
-    tokenizer = _gpt2_tokenizer()
+        check_resume(args.out, record, RESUME_KEYS)  # chapter 5's check, with this command's settings
+    tokenizer = gpt2_tokenizer()
     device = _device(args.device)
     torch.manual_seed(args.seed)
-    if Path(args.model).is_dir():
-        model, source = load_gpt2(Path(args.model), device=device), f"the checkpoint in {args.model}"
-    else:
-        model, source = load_pretrained(args.model, device, smoke=args.smoke)
+    model, source = _base_model(args, device)
     print(f"base model: {source}", flush=True)
     _check_prompts_fit(records, tokenizer, args.style, model.cfg.context_length, args.data)
     if args.lora is not None:
@@ -213,8 +270,10 @@ def _finetune(args: argparse.Namespace) -> None:
                       amp_dtype=autocast_dtype(device), checkpoint_every=args.checkpoint_every)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
-        state.unlink(missing_ok=True)  # an earlier run's state must never meet this run's settings
-        _write_json_atomically(args.out / ARGS_NAME, record)
+        if state.exists():  # only with --overwrite (checked above)
+            state.unlink()  # an earlier run's state must never meet this run's settings
+            print(f"note: --overwrite: deleted {state}, the earlier run's checkpoint", flush=True)
+        write_json_atomically(args.out / ARGS_NAME, record)
     stop = args.stop_at_step if args.stop_at_step is not None else (2 if args.smoke else None)
     history = train_model(model, train_loader, val_loader, optimizer, device, cfg, loss_fn=instruction_loss,
                           checkpoint_path=state, resume=args.resume, stop_at_step=stop,
@@ -222,7 +281,7 @@ def _finetune(args: argparse.Namespace) -> None:
     if args.lora is not None:
         merge_lora(model)  # plain nn.Linear layers again: the saved model needs no LoRA code to load
     save_instruction_model(model.eval(), args.out, style=args.style, source=source)
-    _write_json_atomically(args.out / "history.json", history)
+    write_json_atomically(args.out / "history.json", history)
     print(f"saved the model to {args.out} (Hugging Face GPT-2 format + instruction.json); training state in {state}")
 
 
@@ -230,11 +289,14 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    records = _load_records(args.data, ("instruction",))
+    records = _load_records(args.data, ("instruction",), not_blank=("instruction",))
+    _check_out_file(args.out)
     device = _device(args.device)
     model, style = _load_model_dir(args.model, device)
-    tokenizer = _gpt2_tokenizer()
-    torch.manual_seed(args.seed)  # answer_instructions refuses a prompt too long for the context before it generates
+    tokenizer = gpt2_tokenizer()
+    _check_prompts_fit(records, tokenizer, style, model.cfg.context_length, args.data)
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # before the work, so that saving it cannot fail for want of it
+    torch.manual_seed(args.seed)
     responses = answer_instructions(model, records, tokenizer, style=style, batch_size=args.batch_size,
                                     max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                     top_k=args.top_k, amp_dtype=autocast_dtype(device), progress=not args.no_progress)
@@ -249,7 +311,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.model is not None:
         device = torch.device("cpu")
         model, style = _load_model_dir(args.model, device)
-        tokenizer = _gpt2_tokenizer()
+        tokenizer = gpt2_tokenizer()
         _check_prompts_fit(records, tokenizer, style, model.cfg.context_length, args.data)
         collate = partial(instruction_collate, mask_prompt=True, max_length=model.cfg.context_length)
         loader = DataLoader(InstructionDataset(records, tokenizer, style), batch_size=8, collate_fn=collate)
@@ -288,7 +350,7 @@ class _Streamer:
 def _chat(args: argparse.Namespace) -> None:
     device = _device(args.device)
     model, style = _load_model_dir(args.model, device)
-    tokenizer = _gpt2_tokenizer()
+    tokenizer = gpt2_tokenizer()
     generator = torch.Generator(device=device).manual_seed(args.seed)
     print(f"chatting with {args.model} ({style} prompts). Type an instruction; an empty line or Ctrl-D ends.")
     while True:
@@ -310,9 +372,10 @@ def _chat(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 download/weights failure, 2 bad input)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # argparse's own errors: one line, exit status 2
     command = {"finetune": _finetune, "generate": _generate, "evaluate": _evaluate, "chat": _chat}[args.command]
     try:
+        _check_options(args)
         command(args)
     except (UsageError, DownloadError, WeightsUnavailableError) as err:
         print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)

@@ -38,7 +38,11 @@ def download_instruction_data(data_dir: str | Path = "data") -> Path:
 def load_instruction_data(path: str | Path, required: Sequence[str] = ("instruction", "output")) -> list[dict]:
     """Read a JSON list of records with text fields `required` (and an optional text `input`); clear errors otherwise."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x} at position {err.start}): "
+                         "save it as UTF-8 and try again") from None
     fields = " and ".join(repr(f) for f in required)
     if not text.strip():
         raise ValueError(f"{path} is empty: expected a JSON list of objects with {fields} fields")
@@ -311,6 +315,7 @@ def save_responses(entries: Sequence[dict], responses: Sequence[str], path: str 
     if len(entries) != len(responses):
         raise ValueError(f"{len(entries)} records but {len(responses)} responses")
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     records = [{**entry, "model_response": response} for entry, response in zip(entries, responses)]
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -399,13 +404,17 @@ def judge_prompt(entry: dict, response: str) -> str:
     )
 
 
+# What the prompt asks for: one integer; tolerated around it: "Score:", "/100" or "out of 100", a full stop.
+SCORE_REPLY = re.compile(r"(?:score\s*:?\s*)?(\d{1,3})(?:\s*(?:/|out of)\s*100)?\s*\.?", re.IGNORECASE)
+
+
 def parse_score(reply: str) -> int:
-    """The first number from 0 to 100 in the judge's reply (not part of a larger or negative one), rounded; else JudgeError."""
-    for match in re.finditer(r"(?<![\d.\-])\d{1,3}(?:\.\d+)?(?!\.?\d)", reply):
-        value = float(match.group())
-        if 0 <= value <= 100:
-            return round(value)
-    raise JudgeError(f"the judge's reply holds no score from 0 to 100: {reply[:120]!r}")
+    """The score in a reply of the form the prompt asks for (one integer from 0 to 100); else JudgeError, never a guess."""
+    match = SCORE_REPLY.fullmatch(reply.strip())
+    if match is None or int(match.group(1)) > 100:
+        raise JudgeError(f"the judge's reply is not one integer from 0 to 100, as asked, so it is not read as a "
+                         f"score: {reply[:120]!r}")
+    return int(match.group(1))
 
 
 @dataclass
@@ -517,6 +526,7 @@ __all__ = [
     "rouge_l",
     "JudgeError",
     "judge_prompt",
+    "SCORE_REPLY",
     "parse_score",
     "Judge",
     "judge_responses",

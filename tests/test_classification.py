@@ -1,4 +1,4 @@
-"""Tests of chapter 6's summary module (ch06_classification/classification.py) and ch05's load_pretrained."""
+"""Tests of chapter 6's summary module (ch06_classification/classification.py)."""
 import json
 import os
 import zipfile
@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-import ch05_pretraining.cli as cli
 from ch04_gpt_model import GPTConfig, GPTModel
-from ch05_pretraining import END_OF_TEXT_ID, TrainConfig, WeightsUnavailableError, save_hf_checkpoint, train_model
+from ch05_pretraining import END_OF_TEXT_ID, TrainConfig, train_model
 from ch06_classification import (
     CLASSIFIER_CONFIG,
     CLASSIFIER_WEIGHTS,
@@ -385,43 +384,3 @@ def test_load_classifier_errors(tmp_path):
     (out / CLASSIFIER_CONFIG).write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="out_head.weight has shape"):
         load_classifier(out)
-
-
-# --- ch05's load_pretrained: OpenAI's weights, else the chapter-5 model ------------------------------------
-
-def _unavailable(name, device=None, dtype=None):
-    if isinstance(name, str) and name in ("gpt2", "124M"):
-        raise WeightsUnavailableError("offline")
-    return real_load_gpt2(name, device=device, dtype=dtype)
-
-
-real_load_gpt2 = cli.load_gpt2
-
-
-def test_load_pretrained_prefers_openai_weights(monkeypatch):
-    sentinel = tiny_model(num_classes=None)
-    monkeypatch.setattr(cli, "load_gpt2", lambda name, device=None: sentinel)
-    model, source = cli.load_pretrained("gpt2")
-    assert model is sentinel and "openai-community/gpt2" in source
-
-
-def test_load_pretrained_falls_back_to_the_chapter5_model(monkeypatch, tmp_path, capsys):
-    substitute = tiny_model(num_classes=None, seed=3)
-    save_hf_checkpoint(substitute, tmp_path / "sub")
-    monkeypatch.setattr(cli, "DEFAULT_OUT", tmp_path / "sub")
-    monkeypatch.setattr(cli, "load_gpt2", _unavailable)
-    model, source = cli.load_pretrained("gpt2")
-    assert "substitute" in source and "not available" in capsys.readouterr().out
-    ids = torch.tensor([[1, 2, 3]])
-    with torch.no_grad():
-        torch.testing.assert_close(model(ids), substitute.eval()(ids))
-
-
-def test_load_pretrained_trains_a_missing_substitute(monkeypatch, tmp_path, the_verdict, capsys):
-    monkeypatch.setattr(cli, "DEFAULT_OUT", tmp_path / "missing")
-    monkeypatch.setattr(cli, "load_gpt2", _unavailable)
-    monkeypatch.setenv("LLMS_DEVICE", "cpu")
-    model, source = cli.load_pretrained("gpt2", smoke=True)
-    assert (tmp_path / "missing" / "model.safetensors").is_file()
-    assert "training it with" in capsys.readouterr().out and model.cfg.emb_dim == cli.MODEL_PRESETS["tiny"].emb_dim
-    assert model.cfg.context_length == 256  # room for chapter 7's prompts

@@ -1,4 +1,5 @@
-"""Tests of the pretraining command line `python -m ch05_pretraining` (ch05_pretraining/cli.py).
+"""Tests of the pretraining command line `python -m ch05_pretraining` (ch05_pretraining/cli.py) and the pipeline it
+calls (ch05_pretraining/pretrain_run.py).
 
 Most runs call main() in this process (fast); one runs `python -m ch05_pretraining`, three run it under
 torchrun with two CPU processes (gloo), and one starts two processes with torchrun's variables itself. All use
@@ -24,9 +25,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import ch05_pretraining.cli as cli
+import ch05_pretraining.pretrain_run as run
 from ch05_pretraining import load_gpt2
-from ch05_pretraining.cli import DATA_DIR, DEFAULT_OUT, SMOKE_DEFAULTS, main, parse_args
+from ch05_pretraining.cli import DATA_DIR, DEFAULT_OUT, SMOKE_DEFAULTS, SMOKE_OUT, main, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,13 +120,13 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(smoke_run,
     assert state_step(tmp_path) == 2
 
     steps_taken = []
-    real_train_model = cli.train_model
+    real_train_model = run.train_model
 
     def counting_train_model(model, train_loader, val_loader, optimizer, *args, **kwargs):
         optimizer.register_step_post_hook(lambda *_: steps_taken.append(1))
         return real_train_model(model, train_loader, val_loader, optimizer, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "train_model", counting_train_model)
+    monkeypatch.setattr(run, "train_model", counting_train_model)
     status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--resume"))  # on to step 4
     assert status == 0, err
     assert "resuming from" in stdout
@@ -162,15 +163,15 @@ def test_plain_float32_tied_run_without_validation(text_file, tmp_path):
 
 
 def capture_training(monkeypatch) -> dict:
-    """Replace cli.train_model by a wrapper that records its optimizer and loss_fn, then trains as before."""
+    """Replace run.train_model by a wrapper that records its optimizer and loss_fn, then trains as before."""
     seen = {}
-    real_train_model = cli.train_model
+    real_train_model = run.train_model
 
     def recording_train_model(model, train_loader, val_loader, optimizer, *args, **kwargs):
         seen.update(model=model, optimizer=optimizer, loss_fn=kwargs.get("loss_fn"))
         return real_train_model(model, train_loader, val_loader, optimizer, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "train_model", recording_train_model)
+    monkeypatch.setattr(run, "train_model", recording_train_model)
     return seen
 
 
@@ -181,7 +182,7 @@ def test_chunked_loss_option_trains_through_chunked_loss_to_the_same_weights(tex
     seen = capture_training(monkeypatch)
     status, stdout, err = run_main(smoke_args(text_file, chunked, "--no-fast", "--chunked-loss"))
     assert status == 0, err
-    assert seen["loss_fn"] is cli.chunked_loss  # the switch took effect
+    assert seen["loss_fn"] is run.chunked_loss  # the switch took effect
     assert "chunked loss True" in stdout
     history = {out: torch.load(out / "train_state.pt", weights_only=True)["history"] for out in (plain, chunked)}
     for key in ("train_loss", "val_loss"):
@@ -195,7 +196,7 @@ def test_chunked_loss_option_trains_through_chunked_loss_to_the_same_weights(tex
 
 
 def test_master_weights_option_is_refused_without_native_bfloat16(text_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "autocast_dtype", lambda device: None)  # as on an AVX2-only CPU, whatever this one is
+    monkeypatch.setattr(run, "autocast_dtype", lambda device: None)  # as on an AVX2-only CPU, whatever this one is
     status, _, err = run_main(smoke_args(text_file, tmp_path, "--master-weights"))
     assert status == 2 and "--master-weights needs --fast and native bfloat16" in err
     assert not (tmp_path / "model.safetensors").exists()
@@ -204,13 +205,13 @@ def test_master_weights_option_is_refused_without_native_bfloat16(text_file, tmp
 def test_master_weights_option_saves_the_float32_masters(text_file, tmp_path, monkeypatch):
     # Forced to bfloat16, so that the test checks the same thing on every CPU (bfloat16 runs everywhere, slowly
     # where the CPU has no native support).
-    monkeypatch.setattr(cli, "autocast_dtype", lambda device: torch.bfloat16)
+    monkeypatch.setattr(run, "autocast_dtype", lambda device: torch.bfloat16)
     seen = capture_training(monkeypatch)
     status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--master-weights", "--chunked-loss"))
     assert status == 0, err
     assert "master weights True" in stdout
     optimizer = seen["optimizer"]
-    assert isinstance(optimizer, cli.MasterWeightAdamW)
+    assert isinstance(optimizer, run.MasterWeightAdamW)
     saved = load_file(tmp_path / "model.safetensors")
     assert saved["transformer.wte.weight"].dtype == torch.float32
     # the saved weights are the float32 masters, not their bfloat16 roundings
@@ -254,10 +255,10 @@ def test_default_text_is_the_verdict_in_the_package_data_folder(text_file, tmp_p
         calls.append((url, Path(dest), kwargs.get("sha256")))
         return text_file
 
-    monkeypatch.setattr(cli, "download_file", fake_download)
+    monkeypatch.setattr(run, "download_file", fake_download)
     status, _, err = run_main(["--smoke", "--out", str(tmp_path), "--no-progress", "--stop-at-step", "1"])
     assert status == 0, err
-    assert calls == [(cli.THE_VERDICT_URL, DATA_DIR, cli.THE_VERDICT_SHA256)]
+    assert calls == [(run.THE_VERDICT_URL, DATA_DIR, run.THE_VERDICT_SHA256)]
     assert DATA_DIR == ROOT / "ch05_pretraining" / "data"
 
 
@@ -267,52 +268,70 @@ def test_default_text_on_a_fresh_clone_lands_in_a_data_folder(text_file, tmp_pat
     mirror.mkdir()
     shutil.copyfile(text_file, mirror / "the-verdict.txt")  # a stand-in, with its own checksum: no network needed
     monkeypatch.setenv("LLMS_DATA_MIRROR", str(mirror))
-    monkeypatch.setattr(cli, "THE_VERDICT_SHA256", hashlib.sha256(text_file.read_bytes()).hexdigest())
+    monkeypatch.setattr(run, "THE_VERDICT_SHA256", hashlib.sha256(text_file.read_bytes()).hexdigest())
     data_dir = tmp_path / "clone" / "ch05_pretraining" / "data"  # no such folder yet; no trailing slash
-    monkeypatch.setattr(cli, "DATA_DIR", data_dir)
+    monkeypatch.setattr(run, "DATA_DIR", data_dir)
     status, _, err = run_main(["--smoke", "--out", str(tmp_path / "out"), "--no-progress", "--stop-at-step", "1"])
     assert status == 0, err
     assert data_dir.is_dir()
     assert (data_dir / "the-verdict.txt").read_bytes() == text_file.read_bytes()
 
 
-def test_a_fresh_run_deletes_an_earlier_runs_state_so_resume_never_mixes_two_runs(text_file, tmp_path, monkeypatch):
+def test_a_fresh_run_into_an_earlier_runs_folder_is_refused_and_changes_nothing(text_file, tmp_path):
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--stop-at-step", "1"))  # run A leaves a checkpoint
+    assert status == 0, err
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--lr", "1e-3"))  # run B: no --resume
+    assert status == 2 and stdout == ""
+    assert err.count("\n") == 1 and "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # run A is intact
+
+
+def test_overwrite_deletes_the_earlier_state_so_resume_never_mixes_two_runs(text_file, tmp_path, monkeypatch):
     status, _, err = run_main(smoke_args(text_file, tmp_path, "--stop-at-step", "1"))  # run A leaves a checkpoint
     assert status == 0, err
     assert state_step(tmp_path) == 1
 
-    real_train_model = cli.train_model
+    real_train_model = run.train_model
 
     def dies_before_its_first_checkpoint(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "train_model", dies_before_its_first_checkpoint)
-    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--lr", "1e-3"))  # run B: other settings, no --resume
+    monkeypatch.setattr(run, "train_model", dies_before_its_first_checkpoint)
+    status, stdout, err = run_main(smoke_args(text_file, tmp_path, "--lr", "1e-3", "--overwrite"))  # run B
     assert status == 130
     assert f"deleted {tmp_path / 'train_state.pt'}" in stdout
     assert not (tmp_path / "train_state.pt").exists()
     assert json.loads((tmp_path / "run_args.json").read_text())["lr"] == 1e-3
     assert "interrupted before the first checkpoint: nothing to resume" in err
 
-    monkeypatch.setattr(cli, "train_model", real_train_model)
+    monkeypatch.setattr(run, "train_model", real_train_model)
     status, _, err = run_main(smoke_args(text_file, tmp_path, "--lr", "1e-3", "--resume"))  # not run A's state
     assert status == 2
     assert f"no checkpoint at {tmp_path / 'train_state.pt'}" in err
+    status, _, err = run_main(smoke_args(text_file, tmp_path, "--resume", "--overwrite"))
+    assert status == 2 and "pass one of them" in err
 
 
 # --- options ---------------------------------------------------------------------------------------------
 
 
 def test_defaults_match_the_chapter_run_and_live_in_the_package_folder():
-    args = parse_args([])
+    args = parse_args(["--overwrite"])  # the folder may hold the notebook's model: without it, refused
     assert (args.model, args.context_length, args.batch_size, args.epochs) == ("gpt2", 256, 2, 10)
     assert (args.lr, args.min_lr, args.warmup_steps, args.grad_clip, args.val_fraction) == (5e-4, 5e-5, 9, 1.0, 0.1)
     assert args.fast and not args.resume and args.init_from == "scratch"
     assert args.out == DEFAULT_OUT == ROOT / "ch05_pretraining" / "checkpoints" / "gpt2-verdict"
 
 
+def test_smoke_runs_default_to_their_own_folder_never_the_chapters_model():
+    assert SMOKE_OUT == ROOT / "ch05_pretraining" / "checkpoints" / "gpt2-verdict-smoke"
+    assert parse_args(["--smoke", "--overwrite"]).out == SMOKE_OUT  # --overwrite: the folder may hold one already
+    assert parse_args(["--smoke", "--out", "x"]).out == Path("x")
+
+
 def test_smoke_sets_its_defaults_but_explicit_options_win():
-    args = parse_args(["--smoke", "--batch-size", "8"])
+    args = parse_args(["--smoke", "--batch-size", "8", "--overwrite"])
     assert (args.model, args.context_length, args.stop_at_step) == ("tiny", 32, SMOKE_DEFAULTS["stop_at_step"])
     assert args.batch_size == 8
 
@@ -342,9 +361,9 @@ def test_device_option_reaches_the_process_setup_under_torchrun(monkeypatch):
         asked.append((device_type, os.environ["LLMS_DEVICE"]))
         return 1, 2, torch.device("cpu")
 
-    monkeypatch.setattr(cli, "ddp_setup", fake_setup)
-    assert cli._setup("cuda:0") == (1, 2, torch.device("cpu"))
-    assert cli._setup(None) == (1, 2, torch.device("cpu"))
+    monkeypatch.setattr(run, "ddp_setup", fake_setup)
+    assert run._setup("cuda:0") == (1, 2, torch.device("cpu"))
+    assert run._setup(None) == (1, 2, torch.device("cpu"))
     assert asked == [("cuda:0", "cpu"), (None, "cpu")]  # the environment is left alone
 
 
@@ -404,7 +423,8 @@ def test_empty_text_and_context_beyond_the_init_model(smoke_run, text_file, tmp_
 RANK_PROBE = """
 import hashlib, os, sys, torch
 import ch05_pretraining.cli as cli
-probe_dir, argv, probe, build = sys.argv[1], sys.argv[2:], {}, cli._build_model
+import ch05_pretraining.pretrain_run as run
+probe_dir, argv, probe, build = sys.argv[1], sys.argv[2:], {}, run._build_model
 
 def probed_build(args):
     model = build(args)
@@ -419,7 +439,7 @@ def probed_build(args):
     dropout.register_forward_hook(first_mask)
     return model
 
-cli._build_model = probed_build
+run._build_model = probed_build
 status = cli.main(argv)
 torch.save(probe, os.path.join(probe_dir, "rank" + os.environ["RANK"] + ".pt"))
 sys.exit(status)
@@ -525,11 +545,12 @@ def test_torchrun_resume_continues_to_the_same_weights_as_an_uninterrupted_run(d
 FAIL_ON_RANK0 = """
 import sys
 import ch05_pretraining.cli as cli
+import ch05_pretraining.pretrain_run as run
 
 def disk_full(*args, **kwargs):
     raise OSError(28, "No space left on device")
 
-cli.download_file = disk_full  # patched on every rank, but only rank 0 downloads the default text
+run.download_file = disk_full  # patched on every rank, but only rank 0 downloads the default text
 sys.exit(cli.main(sys.argv[1:]))
 """
 

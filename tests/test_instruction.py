@@ -521,7 +521,7 @@ def test_judge_scores_with_temperature_zero_and_a_seed(fake_judge, api, suffix, 
 
 @pytest.mark.parametrize(
     "behaviour, message",
-    [("malformed", "not JSON"), ("words", "no score from 0 to 100"), ("404", "answered 404 for model 'judge-model'"),
+    [("malformed", "not JSON"), ("words", "not one integer from 0 to 100"), ("404", "answered 404 for model 'judge-model'"),
      ("slow", "did not answer within 0.3 s")],
 )
 def test_judge_failures_have_clear_messages(fake_judge, behaviour, message):
@@ -547,7 +547,7 @@ def test_judge_without_a_server():
 
 def test_judge_responses_records_failures_and_goes_on(fake_judge):
     judge = Judge(judge_url(fake_judge), "judge-model")
-    replies = iter(["90", "no idea", "12.6", "{"])
+    replies = iter(["90", "I'd rate it 8/10.", "13.", "{"])
 
     class Scripted(Judge):
         def chat(self, prompt):
@@ -567,17 +567,27 @@ def test_judge_responses_records_failures_and_goes_on(fake_judge):
 
 @pytest.mark.parametrize(
     "reply, score",
-    [("85", 85), ("Score: 85/100", 85), ("I give it 7.6 out of 100", 8), ("100", 100), ("0", 0),
-     ("1000 points, no: 40", 40), ("-5? No, 30.", 30), ("Score: 85.", 85)],
+    [("85", 85), ("Score: 85/100", 85), (" 85.\n", 85), ("100", 100), ("0", 0), ("score: 7", 7),
+     ("40 out of 100", 40)],
 )
-def test_parse_score(reply, score):
+def test_parse_score_reads_the_form_the_prompt_asks_for(reply, score):
     assert parse_score(reply) == score
 
 
-@pytest.mark.parametrize("reply", ["", "great answer", "1000", "150 and 101"])
-def test_parse_score_without_a_number(reply):
-    with pytest.raises(JudgeError, match="no score"):
+@pytest.mark.parametrize(
+    "reply",
+    ["I'd rate it 8/10.", "8/10", "7.6", "I give it 76 out of 100", "1000 points, no: 40", "-5", "150", "", "great",
+     "85 or 90"],
+)
+def test_parse_score_reports_any_other_reply_as_unparsed_never_as_a_wrong_score(reply):
+    with pytest.raises(JudgeError, match="not one integer from 0 to 100"):
         parse_score(reply)
+
+
+def test_judge_responses_reports_an_out_of_ten_reply_as_unparsed(fake_judge):
+    fake_judge.behaviour = "I'd rate it 8/10."
+    scores, errors = judge_responses(Judge(judge_url(fake_judge), "judge-model"), [ENTRY_IN], ["a"], progress=False)
+    assert scores == [None] and len(errors) == 1 and "8/10" in errors[0]
 
 
 def test_judge_from_env(monkeypatch):

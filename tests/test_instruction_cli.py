@@ -1,6 +1,7 @@
 """Tests of `python -m ch07_instruction` (ch07_instruction/cli.py) on a tiny checkpoint the tests write."""
 import builtins
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -123,9 +124,45 @@ def test_finetune_bad_input_is_a_clear_error_that_writes_nothing(base_dir, tmp_p
 
 def test_finetune_resume_without_state_and_a_missing_file(base_dir, data_file, tmp_path, capsys):
     assert finetune(data_file, tmp_path / "none", base_dir, "--resume") == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert f"no checkpoint at {tmp_path / 'none' / 'train_state.pt'}" in capsys.readouterr().err
     assert finetune(tmp_path / "missing.json", tmp_path / "x", base_dir) == 2
-    assert "missing.json does not exist" in capsys.readouterr().err
+    assert "missing.json: no such file" in capsys.readouterr().err
+
+
+def test_finetune_again_into_the_same_out_is_refused_unless_overwrite(finetuned, base_dir, data_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finetuned, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert finetune(data_file, out, base_dir, "--lr", "1e-3") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier run is intact
+    assert finetune(data_file, out, base_dir, "--overwrite", "--stop-at-step", "1") == 0
+    assert f"deleted {out / 'train_state.pt'}" in capsys.readouterr().out
+    assert json.loads((out / "run_args.json").read_text())["lr"] == 5e-5
+    assert load_checkpoint(out / "train_state.pt", GPTModel(GPTConfig(**TINY)))["step"] == 1
+
+
+@pytest.mark.parametrize("field", ["instruction", "output"])
+def test_finetune_refuses_a_record_with_an_empty_field(base_dir, tmp_path, capsys, field):
+    rows = records()
+    rows[3][field] = "  \n"
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(rows))
+    assert finetune(data, tmp_path / "out", base_dir) == 2
+    assert f"{data}: record 3 has an empty {field!r}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_finetune_and_generate_name_a_file_that_is_not_utf8(finetuned, base_dir, tmp_path, capsys):
+    data = tmp_path / "latin1.json"
+    data.write_bytes(json.dumps(records()).replace("Add", "Ajout\u00e9").encode("latin-1"))
+    assert finetune(data, tmp_path / "out", base_dir) == 2
+    err = capsys.readouterr().err
+    assert f"{data} is not UTF-8 text" in err and "save it as UTF-8" in err and "codec" not in err
+    assert main(["generate", str(data), "--model", str(finetuned), "--out", str(tmp_path / "a.json")]) == 2
+    assert f"{data} is not UTF-8 text" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latin1.json"]
 
 
 def test_generate_writes_responses_and_keeps_the_order(finetuned, tmp_path):
@@ -156,6 +193,26 @@ def test_generate_refuses_bad_input_and_keeps_an_existing_output(finetuned, tmp_
     assert "no such folder" in capsys.readouterr().err
 
 
+def test_generate_into_a_folder_that_does_not_exist_yet(finetuned, tmp_path):
+    (tmp_path / "q.json").write_text(json.dumps([{"instruction": "Say hello."}]))
+    out = tmp_path / "new" / "dir" / "answers.json"
+    assert main(["generate", str(tmp_path / "q.json"), "--model", str(finetuned), "--out", str(out),
+                 "--max-new-tokens", "3", "--no-progress", "--device", "cpu"]) == 0
+    assert [a["instruction"] for a in json.loads(out.read_text())] == ["Say hello."]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["answers.json"]  # no .partial left behind
+
+
+def test_generate_refuses_an_out_it_cannot_write_before_loading_the_model(finetuned, tmp_path, capsys, monkeypatch):
+    import ch07_instruction.cli as instruction_cli
+
+    monkeypatch.setattr(instruction_cli, "load_instruction_model", lambda *a: pytest.fail("loaded the model"))
+    (tmp_path / "q.json").write_text(json.dumps([{"instruction": "Say hello."}]))
+    (tmp_path / "a_file").write_text("x")
+    for out, message in [(tmp_path, "is a folder"), (tmp_path / "a_file" / "answers.json", "cannot write under")]:
+        assert main(["generate", str(tmp_path / "q.json"), "--model", str(finetuned), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_evaluate_offline_scores(finetuned, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("LLMS_JUDGE_URL", raising=False)
     rows = [{**r, "model_response": r["output"] if i == 0 else "nothing alike"} for i, r in enumerate(records(2))]
@@ -168,6 +225,21 @@ def test_evaluate_offline_scores(finetuned, tmp_path, capsys, monkeypatch):
     path.write_text(json.dumps(records(2)))  # no model_response field
     assert main(["evaluate", str(path)]) == 2
     assert "no 'model_response'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--temperature", "-1", "--temperature must be >= 0"), ("--top-k", "0", "--top-k must be >= 1"),
+    ("--max-new-tokens", "0", "--max-new-tokens must be >= 1"),
+])
+def test_chat_refuses_a_bad_option_before_loading_the_model_or_reading_input(finetuned, monkeypatch, capsys, option,
+                                                                             value, message):
+    import ch07_instruction.cli as instruction_cli
+
+    monkeypatch.setattr(builtins, "input", lambda prompt="": pytest.fail("asked for an instruction"))
+    monkeypatch.setattr(instruction_cli, "load_instruction_model", lambda *a: pytest.fail("loaded the model"))
+    assert main(["chat", "--model", str(finetuned), option, value]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
 
 
 def test_chat_streams_the_answer(finetuned, monkeypatch, capsys):
