@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ninterrupted: the last checkpoint is in {state}; continue with the same options and --resume",
                   file=sys.stderr)
         else:
-            print("\ninterrupted before the first checkpoint: nothing to resume; run again with --overwrite",
+            print("\ninterrupted before the first checkpoint: nothing to resume; run the same command again",
                   file=sys.stderr)
         return 130
     return 0
