@@ -1,0 +1,26 @@
+"""The README's table of bad inputs is made from the test rows that check them, and stays in step with them."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_bad_input_table_matches_the_tests():
+    done = subprocess.run([sys.executable, "tools/bad_input_table.py", "--check"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_command_line_has_rows_in_the_table():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import bad_input_table
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    commands = {command for command, *_ in bad_input_table.rows()}
+    for expected in ("python -m ch05_pretraining", "python -m ch06_classification train",
+                     "python -m ch06_classification predict", "python -m ch07_instruction finetune",
+                     "python -m ch07_instruction generate", "python -m ch07_instruction evaluate",
+                     "python -m ch07_instruction chat"):
+        assert expected in commands
