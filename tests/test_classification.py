@@ -197,6 +197,14 @@ def test_spam_dataset_errors(gpt2_tokenizer):
         SpamDataset(toy_frame(), gpt2_tokenizer, max_length=0)
 
 
+def test_spam_dataset_passes_pad_token_id_and_labels_on(gpt2_tokenizer):
+    df = pd.DataFrame({"Label": ["spam", "ham"], "Text": ["win", "see you at dinner"]})
+    ds = SpamDataset(df, gpt2_tokenizer, pad_token_id=0, labels=("spam", "ham"))
+    win = gpt2_tokenizer.encode("win")
+    assert ds.input_ids[0].tolist() == win + [0] * (ds.max_length - len(win)) and ds.max_length > len(win)
+    assert ds.labels.tolist() == [0, 1]  # the order of the labels given, not LABELS
+
+
 # --- model -----------------------------------------------------------------------------------------------
 
 def test_add_classification_head_gives_class_scores_per_token():
@@ -337,9 +345,80 @@ def test_classify_text_agrees_with_the_batch_path(gpt2_tokenizer):
     label, prob = classify_text(text, model, gpt2_tokenizer, "cpu", max_length)
     scores = class_logits(model, torch.tensor([encode_padded(text, gpt2_tokenizer, max_length)]))[0]
     assert label == LABELS[int(scores.argmax())] and prob == pytest.approx(torch.softmax(scores, -1).max().item())
-    assert 0.5 <= prob <= 1.0
+    ids = gpt2_tokenizer.encode(text) + [PAD] * (max_length - len(gpt2_tokenizer.encode(text)))
+    with torch.no_grad():  # independently of class_logits: the model's last-position scores, by hand
+        by_hand = torch.softmax(model(torch.tensor([ids]))[0, -1], dim=-1)
+    assert prob == pytest.approx(by_hand.max().item(), rel=1e-6) and label == LABELS[int(by_hand.argmax())]
     with pytest.raises(ValueError, match="context_length"):
         classify_text(text, model, gpt2_tokenizer, "cpu", max_length=65)
+
+
+@pytest.mark.parametrize("pool", ["last_real", "mean", "first"])
+def test_classify_text_pools_as_asked(gpt2_tokenizer, pool):
+    # A padded input, where each pooling gives other scores than the default "last": pool must reach the model.
+    model = tiny_model(num_classes=3, seed=2).eval()
+    labels, text, max_length = ("a", "b", "c"), "win cash now", 10
+    n = len(gpt2_tokenizer.encode(text))
+    with torch.no_grad():
+        logits = model(torch.tensor([gpt2_tokenizer.encode(text) + [PAD] * (max_length - n)]))[0]  # (tokens, 3)
+    pooled = {"last": logits[-1], "last_real": logits[n - 1], "mean": logits[:n].mean(0), "first": logits[0]}
+    probs = {name: torch.softmax(scores, -1) for name, scores in pooled.items()}
+    assert (probs[pool] - probs["last"]).abs().max() > 1e-3  # the test can tell the two apart
+    label, prob = classify_text(text, model, gpt2_tokenizer, "cpu", max_length, labels=labels, pool=pool)
+    assert label == labels[int(probs[pool].argmax())] and prob == pytest.approx(probs[pool].max().item(), rel=1e-5)
+
+
+def test_classify_text_pads_with_pad_token_id(gpt2_tokenizer):
+    model = tiny_model(seed=3).eval()
+    text, max_length = "see you", 6
+    ids = gpt2_tokenizer.encode(text)
+    with torch.no_grad():
+        scores = model(torch.tensor([ids + [0] * (max_length - len(ids))]))[0, -1]
+    _, prob = classify_text(text, model, gpt2_tokenizer, "cpu", max_length, pad_token_id=0)
+    assert prob == pytest.approx(torch.softmax(scores, -1).max().item(), rel=1e-6)
+    assert prob != pytest.approx(classify_text(text, model, gpt2_tokenizer, "cpu", max_length)[1], rel=1e-4)
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: classify_text pads with pad_token_id, but class_logits -> "
+                   "pool_logits finds the padding with the default END_OF_TEXT_ID (class_logits takes no pad_token_id)")
+def test_classify_text_last_real_pooling_finds_a_custom_padding(gpt2_tokenizer):
+    model = tiny_model(seed=3).eval()
+    text, max_length = "see you", 6
+    ids = gpt2_tokenizer.encode(text)
+    with torch.no_grad():
+        scores = model(torch.tensor([ids]))[0, -1]  # the last real token's scores do not depend on the padding
+    _, prob = classify_text(text, model, gpt2_tokenizer, "cpu", max_length, pool="last_real", pad_token_id=0)
+    assert prob == pytest.approx(torch.softmax(scores, -1).max().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["last_real", "mean"])
+def test_loaders_and_evaluate_classifier_pass_pool_and_amp_dtype_on(gpt2_tokenizer, pool):
+    # With the default pool="last" and amp_dtype=None, a setting dropped on the way to class_logits changes nothing.
+    texts = ["win", "see you at dinner", "call now to win a big cash prize today", "ok then", "free entry", "hi mum",
+             "you have won a prize, text back now", "on my way"]
+    ds = SpamDataset(pd.DataFrame({"Label": ["spam", "ham", "spam", "ham"] * 2, "Text": texts}), gpt2_tokenizer)
+    val = DataLoader(ds, batch_size=4)
+    model = tiny_model(seed=4).eval()
+    ids, labels = ds.input_ids[:8], ds.labels[:8]
+    assert (ids == PAD).any()  # padded texts: the poolings differ
+    with torch.no_grad():
+        logits = pool_logits(model(ids), ids, pool)
+        last = pool_logits(model(ids), ids, "last")
+    loss, hits = F.cross_entropy(logits, labels).item(), (logits.argmax(-1) == labels).float().mean().item()
+    assert loss != pytest.approx(F.cross_entropy(last, labels).item(), rel=1e-3)
+    metrics = evaluate_classifier(model, val, val, "cpu", eval_iter=2, pool=pool)
+    assert metrics["val_loss"] == metrics["train_loss"] == pytest.approx(loss, rel=1e-5)
+    assert metrics["val_acc"] == calc_accuracy_loader(val, model, "cpu", num_batches=2, pool=pool) == hits
+    with torch.no_grad():
+        assert classification_loss((ids, labels), model, "cpu", pool=pool).item() == pytest.approx(loss, rel=1e-5)
+    seen = set()
+    hook = model.out_head.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+    evaluate_classifier(model, val, val, "cpu", eval_iter=1, amp_dtype=torch.bfloat16, pool=pool)
+    calc_accuracy_loader(val, model, "cpu", num_batches=1, pool=pool, amp_dtype=torch.bfloat16)
+    with torch.no_grad():
+        classification_loss((ids, labels), model, "cpu", torch.bfloat16, pool)
+    hook.remove()
+    assert seen == {torch.bfloat16}
 
 
 def test_save_and_load_classifier_round_trip(tmp_path, gpt2_tokenizer):
