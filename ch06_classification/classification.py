@@ -294,7 +294,8 @@ def classify_text(
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        probs = torch.softmax(class_logits(model, input_ids, pool), dim=-1)[0]  # (num_classes,)
+        logits = pool_logits(model(input_ids).float(), input_ids, pool, pad_token_id)  # (1, num_classes)
+    probs = torch.softmax(logits, dim=-1)[0]  # (num_classes,)
     model.train(was_training)
     best = int(probs.argmax())
     return labels[best], float(probs[best])

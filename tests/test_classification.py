@@ -379,8 +379,6 @@ def test_classify_text_pads_with_pad_token_id(gpt2_tokenizer):
     assert prob != pytest.approx(classify_text(text, model, gpt2_tokenizer, "cpu", max_length)[1], rel=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: classify_text pads with pad_token_id, but class_logits -> "
-                   "pool_logits finds the padding with the default END_OF_TEXT_ID (class_logits takes no pad_token_id)")
 def test_classify_text_last_real_pooling_finds_a_custom_padding(gpt2_tokenizer):
     model = tiny_model(seed=3).eval()
     text, max_length = "see you", 6
