@@ -133,3 +133,76 @@ def test_training_with_train_model_prefers_the_chosen_answers():
     after = dpo_metrics(policy, reference, loader, "cpu")
     assert after["loss"] < math.log(2) - 0.1 and after["margin"] > 0 and after["accuracy"] == 1.0
     assert dpo_metrics(policy, reference, [], "cpu")["accuracy"] != dpo_metrics(policy, reference, [], "cpu")["accuracy"]  # nan
+
+
+def linear_output_dtypes(model: torch.nn.Module) -> tuple[set, list]:
+    """(a set that collects the dtypes of every nn.Linear output while the model runs, the hooks to remove)."""
+    seen = set()
+    hooks = [m.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+             for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return seen, hooks
+
+
+def test_a_non_default_beta_reaches_the_loss_the_metrics_and_the_evaluation():
+    # Every other test uses beta=0.1, the default: a beta dropped on the way to dpo_loss would go unnoticed.
+    policy, reference, beta = tiny_model(seed=1), tiny_model(), 0.7
+    batch = preference_collate(PreferenceDataset(PAIRS[:2], tiktoken.get_encoding("gpt2")))
+    with torch.no_grad():
+        pc, pr = (sequence_logprobs(policy, batch[k], batch[f"{k}_mask"]) for k in ("chosen", "rejected"))
+        rc, rr = (sequence_logprobs(reference, batch[k], batch[f"{k}_mask"]) for k in ("chosen", "rejected"))
+        margins = beta * ((pc - rc) - (pr - rr))
+        by_hand = torch.log1p(torch.exp(-margins)).mean().item()  # -log sigmoid(m) = log(1 + e^-m)
+        assert by_hand != pytest.approx(make_dpo_loss(reference)(batch, policy, "cpu").item(), rel=1e-3)
+        assert make_dpo_loss(reference, beta=beta)(batch, policy, "cpu").item() == pytest.approx(by_hand, rel=1e-5)
+        metrics = dpo_metrics(policy, reference, [batch], "cpu", beta=beta)
+        evaluated = make_dpo_eval(reference, beta=beta)(policy, [batch], [batch], "cpu", 1)
+    assert metrics["loss"] == pytest.approx(by_hand, rel=1e-5)
+    assert metrics["margin"] == pytest.approx(margins.mean().item(), rel=1e-5)
+    assert evaluated["val_loss"] == evaluated["train_loss"] == pytest.approx(by_hand, rel=1e-5)
+    assert evaluated["val_margin"] == pytest.approx(margins.mean().item(), rel=1e-5)
+
+
+def test_amp_dtype_reaches_both_models_in_the_loss_and_the_metrics():
+    # The loss under bfloat16 is close to the float32 one, so only the dtype the models compute in shows the switch.
+    policy, reference = tiny_model(seed=1), tiny_model()
+    batch = preference_collate(PreferenceDataset(PAIRS[:2], tiktoken.get_encoding("gpt2")))
+    for run in (lambda: make_dpo_loss(reference)(batch, policy, "cpu", torch.bfloat16),
+                lambda: dpo_metrics(policy, reference, [batch], "cpu", amp_dtype=torch.bfloat16),
+                lambda: make_dpo_eval(reference)(policy, [batch], [batch], "cpu", 1, torch.bfloat16)):
+        (seen_p, hooks_p), (seen_r, hooks_r) = linear_output_dtypes(policy), linear_output_dtypes(reference)
+        with torch.no_grad():
+            run()
+        for h in hooks_p + hooks_r:
+            h.remove()
+        assert seen_p == seen_r == {torch.bfloat16}
+
+
+def test_float16_autocast_is_float16_not_the_default_bfloat16():
+    # torch.autocast("cpu") without a dtype runs bfloat16: the bfloat16 tests cannot tell whether amp_dtype arrives.
+    policy, reference = tiny_model(seed=1), tiny_model()
+    batch = preference_collate(PreferenceDataset(PAIRS[:2], tiktoken.get_encoding("gpt2")))
+    seen, hooks = linear_output_dtypes(policy)
+    with torch.no_grad():
+        make_dpo_loss(reference)(batch, policy, "cpu", torch.float16)
+    for h in hooks:
+        h.remove()
+    assert seen == {torch.float16}
+
+
+def test_dpo_metrics_reads_exactly_num_batches():
+    policy, reference = tiny_model(seed=1), tiny_model()
+    tok = tiktoken.get_encoding("gpt2")
+    batches = [preference_collate(PreferenceDataset(pairs, tok)) for pairs in (PAIRS[:1], PAIRS[1:2], PAIRS[:2])]
+    first = dpo_metrics(policy, reference, batches[:1], "cpu")
+    assert dpo_metrics(policy, reference, batches, "cpu", num_batches=1) == first
+    two = dpo_metrics(policy, reference, batches, "cpu", num_batches=2)
+    assert two == dpo_metrics(policy, reference, batches[:2], "cpu") and two["loss"] != first["loss"]
+
+
+def test_preference_data_lands_in_data_dir_and_the_dataset_uses_the_style(tmp_path):
+    if not os.environ.get("LLMS_DATA_MIRROR"):
+        pytest.skip("needs LLMS_DATA_MIRROR (the offline data mirror)")
+    assert download_preference_data(tmp_path / "here").parent == tmp_path / "here"
+    tok = tiktoken.get_encoding("gpt2")
+    prompt_len, chosen, _ = PreferenceDataset(PAIRS[:1], tok, style="phi3")[0]
+    assert chosen[:prompt_len] == tok.encode(format_prompt(PAIRS[0], "phi3")) != tok.encode(format_prompt(PAIRS[0]))

@@ -135,6 +135,26 @@ def test_chunked_loss_under_autocast_matches_calc_loss_batch():
     torch.testing.assert_close(chunked, plain, rtol=1e-2, atol=1e-2)
 
 
+def test_chunked_loss_passes_chunk_rows_and_amp_dtype_on(monkeypatch):
+    # The loss is the same for any chunk_rows and close to float32 under bfloat16: only a spy can tell that the
+    # settings arrive (a dropped chunk_rows would silently fall back to 1024 rows, a dropped amp_dtype to float32).
+    import ch05_pretraining.fast_training as fast_training
+
+    model = tiny_model()
+    seen_rows, dtypes = [], set()
+    real = fast_training.chunked_cross_entropy
+    monkeypatch.setattr(fast_training, "chunked_cross_entropy",
+                        lambda hidden, weight, targets, chunk_rows=1024: seen_rows.append(chunk_rows) or real(
+                            hidden, weight, targets, chunk_rows))
+    hooks = [m.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+             for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not model.out_head]
+    x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    chunked_loss((x, y), model, "cpu", torch.bfloat16, chunk_rows=7)
+    for h in hooks:
+        h.remove()
+    assert seen_rows == [7] and dtypes == {torch.bfloat16}
+
+
 # --- bfloat16 weights with float32 masters ----------------------------------------------------------------
 
 def test_master_weight_adamw_casts_the_model_and_keeps_float32_masters():

@@ -280,6 +280,16 @@ def test_answer_loss_is_the_per_token_mean_and_its_exponential():
         answer_loss(model, [instruction_collate([([0, 1], 2)], mask_prompt=True, max_length=1)], "cpu")
 
 
+def test_answer_loss_passes_amp_dtype_on():
+    model = tiny_model(dtype=torch.float32)
+    seen, hooks = linear_output_dtypes(model)
+    bf16 = answer_loss(model, [instruction_collate(TOY)], "cpu", amp_dtype=torch.bfloat16)["loss"]
+    for h in hooks:
+        h.remove()
+    assert seen == {torch.bfloat16}  # the loss alone could not tell: it is within rounding of float32's
+    assert bf16 == pytest.approx(answer_loss(model, [instruction_collate(TOY)], "cpu")["loss"], rel=2e-2)
+
+
 # --- batched generation -----------------------------------------------------------------------------
 
 
@@ -359,10 +369,32 @@ def test_generate_batched_streams_tokens_and_respects_the_context():
         generate_batched(model, [[1]], -1)
 
 
+def linear_output_dtypes(model: torch.nn.Module) -> tuple[set, list]:
+    """(a set that collects the dtypes of every nn.Linear output while the model runs, the hooks to remove)."""
+    seen = set()
+    hooks = [m.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+             for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return seen, hooks
+
+
 def test_generate_batched_in_bfloat16_autocast():
-    model = tiny_model(dtype=torch.float32)
-    new = generate_batched(model, random_prompts(3, seed=6), max_new_tokens=5, eos_id=None, amp_dtype=torch.bfloat16)
-    assert [len(n) for n in new] == [5, 5, 5]
+    # Content, not only lengths: a 64-token vocabulary, and prompts (seed 28) whose float32 greedy choices all win by
+    # > 0.05 (asserted below), while bfloat16 moves these logits by ~0.007: so bfloat16 must pick the same tokens.
+    model = tiny_model(seed=28, dtype=torch.float32, vocab_size=64)
+    rng = random.Random(28)
+    prompts = [[rng.randrange(64) for _ in range(rng.randint(2, 12))] for _ in range(3)]
+    seen, hooks = linear_output_dtypes(model)
+    new = generate_batched(model, prompts, max_new_tokens=5, eos_id=None, pad_id=0, amp_dtype=torch.bfloat16)
+    for h in hooks:
+        h.remove()
+    assert seen == {torch.bfloat16}  # autocast really ran (without amp_dtype the tokens would be the same)
+    for p, got in zip(prompts, new):
+        expected = generate(model, torch.tensor([p]), max_new_tokens=5)[0, len(p) :].tolist()  # float32, unbatched
+        assert got == expected
+        with torch.no_grad():
+            for t in range(len(p), len(p) + 5):
+                top2 = model(torch.tensor([(p + expected)[:t]]))[0, -1].topk(2).values
+                assert top2[0] - top2[1] > 0.05  # the precondition that makes the comparison CPU-independent
 
 
 def test_next_token_rules():
@@ -393,6 +425,40 @@ def test_answer_instructions_keeps_the_order(tokenizer):
         assert answer == extract_response(tokenizer.decode(alone))
     with pytest.raises(ValueError, match="record 0's prompt is"):
         answer_instructions(model, [{"instruction": "word " * 300, "output": ""}], tokenizer, progress=False)
+
+
+def test_answer_instructions_passes_style_and_sampling_settings_on(tokenizer, monkeypatch):
+    # Every setting needs a non-default value here: with the defaults, an argument that is dropped on the way to
+    # generate_batched (temperature, top_k, amp_dtype) or to format_prompt (style) changes nothing.
+    import ch07_instruction.instruction as module
+
+    model = tiny_model(context_length=256)
+    calls = []
+    real = module.generate_batched
+
+    def spy(model, prompts, max_new_tokens, **kwargs):
+        calls.append((prompts, max_new_tokens, kwargs))
+        return real(model, prompts, max_new_tokens, **kwargs)
+
+    monkeypatch.setattr(module, "generate_batched", spy)
+    answer_instructions(model, [ENTRY_NO_IN], tokenizer, style="phi3", max_new_tokens=3, temperature=0.7, top_k=5,
+                        amp_dtype=torch.bfloat16, progress=False)
+    [(prompts, max_new_tokens, kwargs)] = calls
+    assert prompts == [tokenizer.encode(format_prompt(ENTRY_NO_IN, "phi3"))] and max_new_tokens == 3
+    assert (kwargs["temperature"], kwargs["top_k"], kwargs["amp_dtype"]) == (0.7, 5, torch.bfloat16)
+
+    # and in effect: sampling with the global seed gives generate_batched's tokens for those settings, not greedy ones
+    monkeypatch.setattr(module, "generate_batched", real)
+    ids = tokenizer.encode(format_prompt(ENTRY_NO_IN))
+    torch.manual_seed(3)
+    sampled = answer_instructions(model, [ENTRY_NO_IN], tokenizer, max_new_tokens=6, temperature=1.5, top_k=40,
+                                  progress=False)[0]
+    torch.manual_seed(3)
+    expected = extract_response(tokenizer.decode(generate_batched(model, [ids], 6, temperature=1.5, top_k=40)[0]))
+    torch.manual_seed(3)
+    no_top_k = extract_response(tokenizer.decode(generate_batched(model, [ids], 6, temperature=1.5)[0]))
+    greedy = answer_instructions(model, [ENTRY_NO_IN], tokenizer, max_new_tokens=6, progress=False)[0]
+    assert sampled == expected and len({sampled, no_top_k, greedy}) == 3
 
 
 # --- saving -----------------------------------------------------------------------------------------

@@ -227,6 +227,19 @@ def test_evaluate_model_keeps_mode_uses_no_dropout_and_no_grad(data, training):
     assert train_loss != val_loss
 
 
+def test_evaluate_model_and_calc_loss_loader_pass_amp_dtype_on(data):
+    # Their bfloat16 losses are within rounding of the float32 ones, so only the logits' dtype shows the switch
+    # (train_model's autocast test evaluates no step, so it does not reach evaluate_model).
+    model = make_model(tiny_cfg(data.vocab_size)).eval()
+    dtypes = set()
+    model.out_head.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+    train, val = train_loader_for(data, shuffle=False), val_loader_for(data)
+    evaluate_model(model, train, val, "cpu", eval_iter=1, amp_dtype=torch.bfloat16)
+    with torch.no_grad():
+        calc_loss_loader(val, model, "cpu", num_batches=1, amp_dtype=torch.bfloat16)
+    assert dtypes == {torch.bfloat16}
+
+
 # --- generate ---------------------------------------------------------------------------------------
 
 
@@ -895,6 +908,27 @@ def test_gradient_accumulation_equals_one_big_batch(data):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
     single, _ = run(2, 1)  # control: without accumulation, batches of 2 train differently
     assert not states_equal(single.state_dict(), big.state_dict())
+
+
+@pytest.mark.parametrize("accum", [1, 2, 4])
+def test_one_accumulated_sgd_step_is_the_mean_gradient_step(data, accum):
+    # AdamW and clipping hide a gradient's size (a loss not divided by accum would still pass the test above);
+    # plain SGD without clipping makes the step lr * gradient, so the update must be that of the mean loss.
+    lr = 0.5
+    loader = create_dataloader(data.train_text, batch_size=BATCH // accum, max_length=MAX_LEN, stride=MAX_LEN,
+                               shuffle=False, tokenizer=data.tok)
+    model = make_model(tiny_cfg(data.vocab_size))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(num_epochs=1, peak_lr=lr, min_lr=lr, warmup_steps=0, grad_clip=None, grad_accum_steps=accum,
+                      eval_freq=10_000)
+    train_model(model, loader, val_loader_for(data), torch.optim.SGD(model.parameters(), lr=lr), "cpu", cfg,
+                stop_at_step=1, progress=False)
+    by_hand = make_model(tiny_cfg(data.vocab_size))
+    x, y = next(iter(train_loader_for(data, shuffle=False)))  # the same BATCH windows in one batch
+    calc_loss_batch(x, y, by_hand, "cpu").backward()
+    for name, p in by_hand.named_parameters():
+        torch.testing.assert_close(model.state_dict()[name], start[name] - lr * p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert max(float((model.state_dict()[n] - start[n]).abs().max()) for n in start) > 1e-2  # a real step
 
 
 def test_param_groups_decay_only_weight_matrices():
