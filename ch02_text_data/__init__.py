@@ -21,6 +21,7 @@ from .download import (
     THE_VERDICT_URL,
     DownloadError,
     download_file,
+    write_atomically,
 )
 from .text_data import (
     END_OF_TEXT,

@@ -27,6 +27,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -42,6 +43,7 @@ __all__ = [
     "MIRROR_ENV",
     "DownloadError",
     "download_file",
+    "write_atomically",
 ]
 
 THE_VERDICT_URL = (
@@ -118,6 +120,17 @@ def download_file(
     finally:
         tmp.unlink(missing_ok=True)  # gone already after a successful os.replace
     return target
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call write(tmp_path), then rename tmp_path to path: readers never see a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already after a successful os.replace
 
 
 def _url_basename(url: str, *, required: bool = True) -> str | None:

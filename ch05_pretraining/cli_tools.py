@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 import tiktoken
+import torch
 
-from ch02_text_data import DownloadError
+from appendix_pytorch.ddp_train import DeviceError, pick_device
+from ch02_text_data import DownloadError, write_atomically  # write_atomically: passed on to the CLIs
 
 __all__ = ["UsageError", "CommandParser", "STATE_NAME", "ARGS_NAME", "read_text_file", "check_out_dir", "check_resume",
-           "write_atomically", "write_json_atomically", "gpt2_tokenizer"]
+           "write_atomically", "write_json_atomically", "gpt2_tokenizer", "cli_device"]
 
 STATE_NAME = "train_state.pt"  # weights, optimizer, step and random state, for --resume
 ARGS_NAME = "run_args.json"  # the settings of the run, checked on --resume
@@ -83,17 +83,6 @@ def check_resume(out: Path, record: dict, keys: tuple[str, ...], defaults: dict 
         )
 
 
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(tmp_path), then rename tmp_path to path: readers never see a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_json_atomically(path: Path, obj) -> None:
     """obj as indented JSON in path, written atomically."""
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
@@ -109,3 +98,11 @@ def gpt2_tokenizer():
             "TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached files (the data mirror has one: "
             "$LLMS_DATA_MIRROR/tiktoken_cache)"
         ) from err
+
+
+def cli_device(name: str | None) -> torch.device:
+    """The device of a --device option (it wins over $LLMS_DEVICE), else the best available; a UsageError if unusable."""
+    try:
+        return pick_device(name)
+    except DeviceError as err:
+        raise UsageError(f"--device {name}: {err}" if name else str(err)) from None

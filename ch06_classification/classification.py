@@ -5,7 +5,6 @@
 import csv
 import dataclasses
 import json
-import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from appendix_pytorch import check_positive_int
-from ch02_text_data import download_file
+from ch02_text_data import download_file, write_atomically
 from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining import END_OF_TEXT_ID, in_order
 
@@ -26,16 +25,6 @@ from ch05_pretraining import END_OF_TEXT_ID, in_order
 SMS_SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SMS_SPAM_MEMBER = "SMSSpamCollection"  # the zip's data file: one "label<TAB>message" per line
 LABELS = ("ham", "spam")  # class 0 and class 1
-
-
-def _write_atomically(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path to path: readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def extract_member(zip_path: str | Path, member: str, dest_dir: str | Path) -> Path:
@@ -49,7 +38,7 @@ def extract_member(zip_path: str | Path, member: str, dest_dir: str | Path) -> P
         if member not in archive.namelist():
             raise FileNotFoundError(f"{zip_path} has no member {member!r}; it holds {archive.namelist()}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(target, lambda tmp: tmp.write_bytes(archive.read(member)))  # complete or absent
+        write_atomically(target, lambda tmp: tmp.write_bytes(archive.read(member)))  # complete or absent
     return out
 
 
@@ -318,8 +307,8 @@ def save_classifier(
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     meta = {"model_config": dataclasses.asdict(model.cfg), "num_classes": len(labels), "labels": list(labels),
             "max_length": max_length, "pool": pool, "head": "out_head: Linear(emb_dim, num_classes)"}
-    _write_atomically(out_dir / CLASSIFIER_WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    _write_atomically(out_dir / CLASSIFIER_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    write_atomically(out_dir / CLASSIFIER_WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    write_atomically(out_dir / CLASSIFIER_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2)))
     return out_dir
 
 

@@ -29,7 +29,6 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from appendix_pytorch.ddp_train import DeviceError, pick_device
 from ch02_text_data import DownloadError
 from ch05_pretraining import TrainConfig, WeightsUnavailableError, autocast_dtype, load_gpt2, train_model
 from ch05_pretraining import use_fused_kernels
@@ -39,6 +38,7 @@ from ch05_pretraining.cli_tools import (
     CommandParser,
     UsageError,
     check_out_dir,
+    cli_device,
     check_resume,
     gpt2_tokenizer,
     write_json_atomically,
@@ -128,14 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def _device(name: str | None) -> torch.device:
-    """--device wins over $LLMS_DEVICE (as in chapters 5 and 7); else the best available."""
-    try:
-        return pick_device(name)
-    except DeviceError as err:
-        raise UsageError(f"--device {name}: {err}" if name else str(err)) from None
 
 
 def _is_size(name: str) -> bool:
@@ -235,7 +227,7 @@ def _train(args: argparse.Namespace) -> None:
         check_resume(args.out, record, RESUME_KEYS)
     train_df, val_df, test_df = _split(args, df)
     tokenizer = gpt2_tokenizer()
-    device = _device(args.device)
+    device = cli_device(args.device)
 
     torch.manual_seed(args.seed)
     model, source = _base_model(args, device)
@@ -319,7 +311,7 @@ def _texts(args: argparse.Namespace) -> list[str]:
 def _predict(args: argparse.Namespace) -> None:
     if not args.model.is_dir():
         raise UsageError(f"--model {args.model}: no such folder (give a folder written by `{PROG} train`)")
-    device = _device(args.device)
+    device = cli_device(args.device)
     try:
         model, meta = load_classifier(args.model, device)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:

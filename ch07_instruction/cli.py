@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from appendix_pytorch.ddp_train import DeviceError, pick_device
 from ch02_text_data import DownloadError
 from ch05_pretraining import (
     GPT2_ALIASES,
@@ -49,6 +48,7 @@ from ch05_pretraining.cli_tools import (
     CommandParser,
     UsageError,
     check_out_dir,
+    cli_device,
     check_resume,
     gpt2_tokenizer,
     write_json_atomically,
@@ -198,14 +198,6 @@ def _check_prompts_fit(records: list[dict], tokenizer, style: str, context_lengt
                              f"{context_length}: shorten its instruction or input (nothing was written)")
 
 
-def _device(name: str | None) -> torch.device:
-    """--device wins over $LLMS_DEVICE (as in chapter 5's command line); else the best available."""
-    try:
-        return pick_device(name)
-    except DeviceError as err:
-        raise UsageError(f"--device {name}: {err}" if name else str(err)) from None
-
-
 def _load_model_dir(folder: Path, device: torch.device):
     if not folder.is_dir():
         raise UsageError(f"--model {folder}: no such folder (give a folder written by `{PROG} finetune`)")
@@ -246,7 +238,7 @@ def _finetune(args: argparse.Namespace) -> None:
     if args.resume:
         check_resume(args.out, record, RESUME_KEYS)  # chapter 5's check, with this command's settings
     tokenizer = gpt2_tokenizer()
-    device = _device(args.device)
+    device = cli_device(args.device)
     torch.manual_seed(args.seed)
     model, source = _base_model(args, device)
     print(f"base model: {source}", flush=True)
@@ -291,7 +283,7 @@ def _finetune(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace) -> None:
     records = _load_records(args.data, ("instruction",), not_blank=("instruction",))
     _check_out_file(args.out)
-    device = _device(args.device)
+    device = cli_device(args.device)
     model, style = _load_model_dir(args.model, device)
     tokenizer = gpt2_tokenizer()
     _check_prompts_fit(records, tokenizer, style, model.cfg.context_length, args.data)
@@ -348,7 +340,7 @@ class _Streamer:
 
 
 def _chat(args: argparse.Namespace) -> None:
-    device = _device(args.device)
+    device = cli_device(args.device)
     model, style = _load_model_dir(args.model, device)
     tokenizer = gpt2_tokenizer()
     generator = torch.Generator(device=device).manual_seed(args.seed)
