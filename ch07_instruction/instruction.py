@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from appendix_pytorch import check_positive_int
-from ch02_text_data import download_file
+from ch02_text_data import download_file, write_atomically
 from ch04_gpt_model import GPTModel, KVCache
 from ch05_pretraining import END_OF_TEXT_ID, calc_loss_batch, load_gpt2, save_hf_checkpoint
 
@@ -317,9 +317,8 @@ def save_responses(entries: Sequence[dict], responses: Sequence[str], path: str 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     records = [{**entry, "model_response": response} for entry, response in zip(entries, responses)]
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 
