@@ -26,9 +26,9 @@ SUBCOMMANDS = ("train", "predict", "finetune", "generate", "evaluate", "chat")
 
 
 def _cases(relative: str) -> list:
-    """The CASES list of one test file, imported by path (tests/ is not a package)."""
+    """The CASES list of one test file, imported by path under a private name (pytest's own import is left alone)."""
     path = ROOT / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
+    spec = importlib.util.spec_from_file_location(f"_table_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     sys.path.insert(0, str(ROOT))
