@@ -5,7 +5,7 @@ and calls `pretrain` (pretrain_run.py), which trains chapter 5's model on a text
 Face-format checkpoint that `load_gpt2(folder)` and `transformers.GPT2LMHeadModel.from_pretrained(folder)` both read.
 
     python -m ch05_pretraining                      # the chapter's run: GPT-2 124M on The Verdict
-    python -m ch05_pretraining --smoke              # a tiny model for a few steps (seconds), in gpt2-verdict-smoke
+    python -m ch05_pretraining --smoke              # a tiny model for a few steps (seconds), in checkpoints/cli-smoke
     python -m ch05_pretraining --resume             # continue from OUT/train_state.pt
     python -m ch05_pretraining --overwrite          # start afresh in an --out that holds an earlier run
     torchrun --standalone --nproc_per_node=2 -m ch05_pretraining --smoke --out /tmp/x   # DDP, 2 processes
@@ -13,8 +13,9 @@ Face-format checkpoint that `load_gpt2(folder)` and `transformers.GPT2LMHeadMode
 Files in --out: train_state.pt (weights, optimizer, step and random state, for --resume),
 run_args.json (the settings, checked on --resume), config.json + model.safetensors (the model).
 Every option and the --out folder are checked before any work: a fresh run into a folder that holds an earlier
-run is refused unless --overwrite (which deletes the earlier train_state.pt before it writes run_args.json) or
---resume is given; a bad input ends with one line on stderr and exit status 2, with nothing written.
+run is refused unless --overwrite (which deletes the earlier train_state.pt, config.json and model.safetensors
+before it writes run_args.json) or --resume is given; a bad input ends with one line on stderr and exit status 2,
+with nothing written.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ch05_pretraining.pretrain_run import (
     DATA_DIR,
     DEFAULT_OUT,
     MODEL_PRESETS,
+    CLI_SMOKE_OUT,
     SMOKE_DEFAULTS,
     SMOKE_OUT,
     PretrainSettings,
@@ -39,7 +41,7 @@ from ch05_pretraining.pretrain_run import (
     pretrain,
 )
 
-__all__ = ["MODEL_PRESETS", "SMOKE_DEFAULTS", "DEFAULT_OUT", "SMOKE_OUT", "DATA_DIR", "UsageError", "build_parser",
+__all__ = ["MODEL_PRESETS", "SMOKE_DEFAULTS", "DEFAULT_OUT", "SMOKE_OUT", "CLI_SMOKE_OUT", "DATA_DIR", "UsageError", "build_parser",
            "parse_args", "settings_from_args", "main"]
 
 PROG = "python -m ch05_pretraining"
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt = p.add_argument_group("checkpoints and output")
     ckpt.add_argument("--out", type=Path, default=DEFAULT_OUT,
                       help="folder for train_state.pt, run_args.json, config.json and model.safetensors (default: "
-                      f"{_shown(DEFAULT_OUT)}, where chapters 6 and 7 look; with --smoke: {_shown(SMOKE_OUT)})")
+                      f"{_shown(DEFAULT_OUT)}, where chapters 6 and 7 look; with --smoke: {_shown(CLI_SMOKE_OUT)})")
     ckpt.add_argument("--checkpoint-every", type=int, default=None,
                       help="steps between checkpoints in OUT/train_state.pt (default: once per epoch; "
                       "one is always written at the end)")
@@ -138,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--smoke", action="store_true",
                       help="tiny model, few steps, for CI (takes seconds): sets "
                       + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE_DEFAULTS.items())
-                      + f" and --out {_shown(SMOKE_OUT)} unless given (a smoke model never lands where chapters 6 and "
-                      "7 look for the chapter's model)")
+                      + f" and --out {_shown(CLI_SMOKE_OUT)} unless given (a folder of its own: chapters 6 and 7 "
+                      f"never take it for their model, and their --smoke substitute in {_shown(SMOKE_OUT)} is never "
+                      "in its way)")
     return p
 
 
@@ -149,7 +152,7 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
     args = parser.parse_args(argv)
     if args.smoke:  # parse again with the smoke defaults: options given explicitly still win
         model_given = args.model
-        parser.set_defaults(**SMOKE_DEFAULTS, out=SMOKE_OUT)
+        parser.set_defaults(**SMOKE_DEFAULTS, out=CLI_SMOKE_OUT)
         args = parser.parse_args(argv)
         if args.init_from != "scratch" and model_given is None:
             args.model = None  # the smoke model is for training from scratch; --init-from brings its own

@@ -19,7 +19,7 @@ from appendix_pytorch.ddp_train import DeviceError, pick_device
 from ch02_text_data import DownloadError, write_atomically  # write_atomically: passed on to the CLIs
 
 __all__ = ["UsageError", "CommandParser", "STATE_NAME", "ARGS_NAME", "read_text_file", "check_out_dir", "check_resume",
-           "write_atomically", "write_json_atomically", "gpt2_tokenizer", "cli_device"]
+           "delete_earlier_run", "write_atomically", "write_json_atomically", "gpt2_tokenizer", "cli_device"]
 
 STATE_NAME = "train_state.pt"  # weights, optimizer, step and random state, for --resume
 ARGS_NAME = "run_args.json"  # the settings of the run, checked on --resume
@@ -72,7 +72,14 @@ def check_resume(out: Path, record: dict, keys: tuple[str, ...], defaults: dict 
     path = out / ARGS_NAME
     if not path.is_file():
         return  # a checkpoint written by train_model directly: nothing to compare
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"--resume: {path} cannot be read ({err}): start afresh with --overwrite, or pass a new "
+                         "--out") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"--resume: {path} holds no settings (a JSON {type(saved).__name__}): start afresh with "
+                         "--overwrite, or pass a new --out")
     defaults = defaults or {}
     diffs = [f"{k}: {saved.get(k, defaults.get(k))!r} then, {record[k]!r} now" for k in keys
              if saved.get(k, defaults.get(k)) != record[k]]
@@ -81,6 +88,16 @@ def check_resume(out: Path, record: dict, keys: tuple[str, ...], defaults: dict 
             f"--resume: {out / STATE_NAME} was written by a run with other settings ({'; '.join(diffs)}); "
             f"pass the same options as that run (they are in {path}), or a new --out to start afresh"
         )
+
+
+def delete_earlier_run(out: Path, names: tuple[str, ...]) -> list[Path]:
+    """--overwrite, before training: delete the earlier run's files among names in out, say which; returns them."""
+    gone = [out / name for name in names if (out / name).is_file()]
+    for path in gone:
+        path.unlink()
+    if gone:
+        print(f"note: --overwrite: deleted {', '.join(map(str, gone))} (the earlier run's)", flush=True)
+    return gone
 
 
 def write_json_atomically(path: Path, obj) -> None:

@@ -10,14 +10,14 @@ both read.
 Files in `out`: train_state.pt (weights, optimizer, step and random state, for resume), run_args.json (the
 settings, checked on resume), config.json + model.safetensors (the model). `check_settings` refuses, before any
 work, to start a fresh run in a folder that holds an earlier one unless `overwrite` is set; an overwriting run
-deletes the earlier train_state.pt before it writes its run_args.json, so that a resume never checks one run's
-settings against another run's state.
+deletes the earlier train_state.pt, config.json and model.safetensors before it writes its run_args.json, so that
+a resume never checks one run's settings against another run's state, and an interrupted run never leaves the
+earlier model beside its settings.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,8 +39,10 @@ from ch05_pretraining.cli_tools import (
     UsageError,
     check_out_dir,
     check_resume,
+    delete_earlier_run,
     gpt2_tokenizer,
     read_text_file,
+    write_json_atomically,
 )
 from ch05_pretraining.fast_training import MasterWeightAdamW, chunked_loss, reuse_freed_memory
 from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS, WeightsUnavailableError, load_gpt2, save_hf_checkpoint
@@ -54,12 +56,13 @@ from ch05_pretraining.pretraining import (
 )
 
 __all__ = ["PretrainSettings", "check_settings", "pretrain", "MODEL_PRESETS", "SMOKE_DEFAULTS", "DEFAULT_OUT",
-           "SMOKE_OUT", "DATA_DIR", "RESUME_KEYS", "RankZeroFailed"]
+           "SMOKE_OUT", "CLI_SMOKE_OUT", "PRODUCTS", "DATA_DIR", "RESUME_KEYS", "RankZeroFailed"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = PACKAGE_DIR / "data"  # where the notebook keeps the-verdict.txt too
 DEFAULT_OUT = PACKAGE_DIR / "checkpoints" / "gpt2-verdict"  # the chapter's model; ch06/ch07 fall back to it
-SMOKE_OUT = PACKAGE_DIR / "checkpoints" / "gpt2-verdict-smoke"  # smoke runs only: never read by non-smoke code
+SMOKE_OUT = PACKAGE_DIR / "checkpoints" / "gpt2-verdict-smoke"  # the smoke substitute of ch06/ch07 (and the notebook's)
+CLI_SMOKE_OUT = PACKAGE_DIR / "checkpoints" / "cli-smoke"  # `--smoke`'s own: never in the way of, nor taken for, either
 
 MODEL_PRESETS: dict[str, GPTConfig] = {  # context_length is replaced by the settings' context_length
     "tiny": GPTConfig(emb_dim=64, n_heads=4, n_layers=2, qkv_bias=True),  # ~6.5M parameters, most in the embeddings
@@ -68,6 +71,7 @@ MODEL_PRESETS: dict[str, GPTConfig] = {  # context_length is replaced by the set
 # What a smoke run changes (settings given explicitly still win): a tiny model for a few steps, for CI.
 SMOKE_DEFAULTS = dict(model="tiny", context_length=32, batch_size=4, epochs=1, warmup_steps=2, eval_freq=2,
                       eval_iter=2, stop_at_step=4, sample_tokens=10)
+PRODUCTS = ("model.safetensors", "config.json")  # what a run saves at the end (save_hf_checkpoint)
 # Settings that change the trained weights: a resume refuses to continue a run made with other values.
 RESUME_KEYS = ("text_sha256", "val_fraction", "model", "init_from", "tie_weights", "context_length", "batch_size",
                "epochs", "lr", "min_lr", "warmup_steps", "grad_clip", "weight_decay", "eval_freq", "eval_iter",
@@ -165,10 +169,13 @@ def _launched_by_torchrun() -> bool:
 
 
 def _setup(device_name: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device); --device wins over $LLMS_DEVICE; under torchrun also join the process group."""
+    """(rank, world_size, device); --device wins over $LLMS_DEVICE; under torchrun join the process group if needed."""
     try:
         if not _launched_by_torchrun():
             return 0, 1, pick_device(device_name)
+        if dist.is_initialized():  # the caller joined already: train in its group
+            local_rank = int(os.environ.get("LOCAL_RANK", 0))
+            return dist.get_rank(), dist.get_world_size(), pick_device(device_name, local_rank)
         return ddp_setup(device_name)  # cuda:LOCAL_RANK with NCCL, or the CPU with gloo
     except DeviceError as err:
         raise UsageError(f"--device {device_name}: {err}" if device_name else str(err)) from err
@@ -293,13 +300,11 @@ def _run_record(s: PretrainSettings, text: str, world_size: int) -> dict:
 
 
 def _write_run_record(s: PretrainSettings, record: dict) -> None:
-    """Rank 0, before training: an overwriting run deletes the earlier run's train_state.pt, then run_args.json."""
+    """Rank 0, before training: an overwriting run deletes the earlier run's files, then writes run_args.json."""
     s.out.mkdir(parents=True, exist_ok=True)
-    state_path = s.out / STATE_NAME
-    if not s.resume and state_path.exists():
-        state_path.unlink()  # if kept, a --resume after a crash would check this run's settings against its state
-        print(f"note: --overwrite: deleted {state_path}, the earlier run's checkpoint", flush=True)
-    (s.out / ARGS_NAME).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    if s.overwrite:  # a kept state would meet this run's settings on --resume, a kept model pass for this run's
+        delete_earlier_run(s.out, (STATE_NAME, *PRODUCTS))
+    write_json_atomically(s.out / ARGS_NAME, record)
 
 
 def _save_and_sample(s: PretrainSettings, model: GPTModel, tokenizer, device: torch.device, history: dict) -> None:
@@ -324,8 +329,12 @@ def _check_resume(out: Path, record: dict, keys: tuple[str, ...] = RESUME_KEYS) 
 
 
 def pretrain(s: PretrainSettings) -> Path:
-    """Train as the settings say and save the model in s.out (returned); a UsageError for bad input, before any work."""
+    """Train as the settings say and save the model in s.out (returned); a UsageError for bad input, before any work.
+
+    Under torchrun it joins the process group and leaves it at the end; a group the caller started stays up.
+    """
     s = check_settings(s)
+    started_group = not dist.is_initialized()  # a caller's process group is the caller's to end
     rank, world_size, device = _setup(s.device)
     is_main = rank == 0
     try:
@@ -398,7 +407,7 @@ def pretrain(s: PretrainSettings) -> Path:
 
         _on_rank0(lambda: _save_and_sample(s, model, tokenizer, device, history), rank, world_size)
     finally:
-        if dist.is_initialized():
+        if started_group and dist.is_initialized():
             dist.destroy_process_group()
     return s.out
 

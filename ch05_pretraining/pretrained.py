@@ -2,16 +2,21 @@
 
 Hand-written infrastructure (not generated from a notebook), used by chapters 6 and 7. The substitute lives in
 DEFAULT_OUT (`ch05_pretraining/checkpoints/gpt2-verdict`, where the chapter-5 notebook saves it); smoke runs use
-SMOKE_OUT (`.../gpt2-verdict-smoke`) instead, so a smoke model is never taken for the real one.
+SMOKE_OUT (`.../gpt2-verdict-smoke`) instead, so a smoke model is never taken for the real one. (`python -m
+ch05_pretraining --smoke` writes to a third folder, CLI_SMOKE_OUT, so that it and this substitute never meet.)
+A substitute whose context is shorter than the run that makes it is refused, and an interrupted run is resumed.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import dataclasses
+
 import torch
 
 from ch04_gpt_model import GPTModel
 from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS, WeightsUnavailableError, load_gpt2
+from ch05_pretraining.cli_tools import STATE_NAME, UsageError
 from ch05_pretraining.pretrain_run import DEFAULT_OUT, SMOKE_DEFAULTS, SMOKE_OUT, PretrainSettings, pretrain
 
 __all__ = ["load_pretrained", "substitute_settings", "DEFAULT_OUT", "SMOKE_OUT"]
@@ -30,13 +35,32 @@ def _shown(path: Path) -> str:
     return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
 
 
+def _train_substitute(settings: PretrainSettings, where: str, device: str | torch.device | None) -> None:
+    """Train the substitute on device; resume the run that was interrupted if its train_state.pt is there."""
+    resume = (settings.out / STATE_NAME).is_file()
+    what = "a tiny smoke-test model" if settings.smoke else "the chapter's run (GPT-2 124M on The Verdict)"
+    doing = f"resuming the interrupted training of {what}" if resume else f"training it with {what}"
+    print(f"No chapter-5 model in {where} yet: {doing} (the chapter-5 notebook saves the same model there) ...",
+          flush=True)
+    pretrain(dataclasses.replace(settings, resume=resume, device=None if device is None else str(device)))
+
+
+def _check_fits(model: GPTModel, settings: PretrainSettings, where: str) -> None:
+    """A UsageError if the model found in settings.out reads fewer tokens than the substitute that would be trained."""
+    if model.cfg.context_length < settings.context_length:
+        raise UsageError(f"the chapter-5 model in {where} has context_length {model.cfg.context_length}, fewer than "
+                         f"the {settings.context_length} tokens chapters 6 and 7 need: delete {where} (it is trained "
+                         "again) or save a model with a longer context there")
+
+
 def load_pretrained(
     name: str = "gpt2", device: str | torch.device | None = None, *, smoke: bool = False
 ) -> tuple[GPTModel, str]:
     """OpenAI's GPT-2 `name` if it can be had, else chapter 5's model (trained first if missing); prints its size.
 
     Returns the model (in eval mode) and a sentence naming it, for the fine-tuning chapters to print. The substitute
-    is read from DEFAULT_OUT, or with smoke=True from SMOKE_OUT (a tiny model trained in seconds if missing).
+    is read from DEFAULT_OUT, or with smoke=True from SMOKE_OUT (a tiny model trained in seconds if missing), and
+    trained on `device`; a UsageError if the model there has a shorter context than the substitute's.
     """
     try:
         model = load_gpt2(name, device=device)
@@ -47,11 +71,9 @@ def load_pretrained(
         settings = substitute_settings(smoke)
         where = _shown(settings.out)
         if not (settings.out / "model.safetensors").is_file():
-            what = "a tiny smoke-test model" if smoke else "the chapter's run (GPT-2 124M on The Verdict)"
-            print(f"No chapter-5 model in {where} yet: training it with {what} (the chapter-5 notebook saves the same "
-                  "model there) ...", flush=True)
-            pretrain(settings)
+            _train_substitute(settings, where, device)
         model = load_gpt2(settings.out, device=device)
+        _check_fits(model, settings, where)
         kind = "a smoke-test model from chapter 5" if smoke else "the model pretrained on The Verdict in chapter 5"
         source = f"the substitute: {kind} ({where})"
     cfg = model.cfg

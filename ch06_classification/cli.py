@@ -219,6 +219,7 @@ def _check_state_fits(state_path: Path, model: torch.nn.Module, source: str) -> 
 
 def _train(args: argparse.Namespace) -> None:
     _check_options(args)
+    device = cli_device(args.device)  # before any file is read or downloaded
     check_out_dir(args.out, resume=args.resume, overwrite=args.overwrite,
                   products=(CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG))
     df, labels, sha256 = _read_data(args.data)
@@ -227,7 +228,6 @@ def _train(args: argparse.Namespace) -> None:
         check_resume(args.out, record, RESUME_KEYS)
     train_df, val_df, test_df = _split(args, df)
     tokenizer = gpt2_tokenizer()
-    device = cli_device(args.device)
 
     torch.manual_seed(args.seed)
     model, source = _base_model(args, device)

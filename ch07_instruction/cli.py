@@ -50,6 +50,7 @@ from ch05_pretraining.cli_tools import (
     check_out_dir,
     cli_device,
     check_resume,
+    delete_earlier_run,
     gpt2_tokenizer,
     write_json_atomically,
 )
@@ -57,6 +58,7 @@ from ch05_pretraining.pretrained import load_pretrained
 from ch06_classification import apply_lora, merge_lora
 from ch07_instruction.instruction import (
     PROMPT_STYLES,
+    INSTRUCTION_CONFIG,
     InstructionDataset,
     Judge,
     LengthBucketSampler,
@@ -81,6 +83,7 @@ PROG = "python -m ch07_instruction"
 RESUME_KEYS = ("data_sha256", "model", "style", "epochs", "lr", "batch_size", "val_fraction", "mask_prompt", "lora",
                "lora_alpha", "smoke", "seed")
 SMOKE_RECORDS = 16  # --smoke trains on the first 16 records for 2 steps
+PRODUCTS = ("model.safetensors", "config.json", INSTRUCTION_CONFIG, "history.json")  # what finetune saves at the end
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("data", type=Path, help="JSON list of records with 'instruction', 'output' (and optional 'input')")
     ft.add_argument("--out", type=Path, required=True, help="folder for the model and the training state")
     ft.add_argument("--model", default="gpt2-medium",
-                    help="GPT-2 size (falls back to the chapter-5 model offline) or a checkpoint folder")
+                    help="GPT-2 size (falls back to the chapter-5 model offline) or a checkpoint folder; a size "
+                    "name wins over a folder of that name (pass ./gpt2 for the folder)")
     ft.add_argument("--style", choices=PROMPT_STYLES, default="alpaca", help="prompt template")
     ft.add_argument("--epochs", type=int, default=2)
     ft.add_argument("--lr", type=float, default=5e-5, help="learning rate (constant)")
@@ -175,6 +179,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
     if getattr(args, "lora_alpha", None) is not None and not args.lora_alpha > 0:
         raise UsageError(f"--lora-alpha must be > 0, got {args.lora_alpha}")
+    if getattr(args, "lora_alpha", None) is not None and args.lora is None:
+        raise UsageError("--lora-alpha scales LoRA adapters: pass --lora RANK too")
     if not 0 < getattr(args, "val_fraction", 0.5) < 1:
         raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
 
@@ -210,14 +216,19 @@ def _load_model_dir(folder: Path, device: torch.device):
 # --- finetune ------------------------------------------------------------------------------------------
 
 
+def _is_size(name: str) -> bool:
+    """Whether --model names a GPT-2 size (a name wins over a folder of that name, as in load_gpt2 and chapter 6)."""
+    return name in GPT2_REPOS or name in GPT2_ALIASES
+
+
 def _base_model(args: argparse.Namespace, device: torch.device):
-    """(model, sentence naming it): a checkpoint folder, else OpenAI's GPT-2 or the chapter-5 substitute."""
-    if Path(args.model).is_dir():
-        try:
-            return load_gpt2(Path(args.model), device=device), f"the checkpoint in {args.model}"
-        except (FileNotFoundError, ValueError) as err:
-            raise UsageError(f"--model {args.model}: {err}") from None
-    return load_pretrained(args.model, device, smoke=args.smoke)
+    """(model, sentence naming it): OpenAI's GPT-2 (or the chapter-5 substitute) for a size name, else a folder."""
+    if _is_size(args.model):
+        return load_pretrained(args.model, device, smoke=args.smoke)
+    try:
+        return load_gpt2(Path(args.model), device=device), f"the checkpoint in {args.model}"
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"--model {args.model}: {err}") from None
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -228,7 +239,7 @@ def _finetune(args: argparse.Namespace) -> None:
     if len(records) - n_val < args.batch_size:
         raise UsageError(f"{args.data} has {len(records)} records: too few for a validation share of "
                          f"{args.val_fraction} and batches of {args.batch_size}")
-    if not Path(args.model).is_dir() and args.model not in (*GPT2_REPOS, *GPT2_ALIASES):
+    if not _is_size(args.model) and not Path(args.model).is_dir():
         raise UsageError(f"--model {args.model}: no such folder, and not a GPT-2 size "
                          f"({', '.join([*GPT2_REPOS, *GPT2_ALIASES])})")
     check_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
@@ -261,10 +272,9 @@ def _finetune(args: argparse.Namespace) -> None:
                       eval_freq=2 if args.smoke else args.eval_freq, eval_iter=2 if args.smoke else 5,
                       amp_dtype=autocast_dtype(device), checkpoint_every=args.checkpoint_every)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.overwrite:  # the earlier run's files must never meet this run's settings, nor pass for its model
+        delete_earlier_run(args.out, (STATE_NAME, *PRODUCTS))
     if not args.resume:
-        if state.exists():  # only with --overwrite (checked above)
-            state.unlink()  # an earlier run's state must never meet this run's settings
-            print(f"note: --overwrite: deleted {state}, the earlier run's checkpoint", flush=True)
         write_json_atomically(args.out / ARGS_NAME, record)
     stop = args.stop_at_step if args.stop_at_step is not None else (2 if args.smoke else None)
     history = train_model(model, train_loader, val_loader, optimizer, device, cfg, loss_fn=instruction_loss,
@@ -377,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         if args.command == "finetune":
-            print(f"\ninterrupted: continue with the same options and --resume (state in {args.out / STATE_NAME})",
-                  file=sys.stderr)
+            state = args.out / STATE_NAME  # the words of chapters 5 and 6
+            print(f"\ninterrupted: the last checkpoint is in {state}; continue with the same options and --resume"
+                  if state.is_file() else "\ninterrupted before the first checkpoint: nothing to resume; run the "
+                  "same command again", file=sys.stderr)
         return 130
     return 0

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,8 @@ CASES: list[Case] = [
          "other settings (lr: 0.0005 then, 0.001 now)"),
     ch05("a fresh run would overwrite an earlier one", "--out {tmp}/prev5",
          "--out {tmp}/prev5 already holds a run (train_state.pt, model.safetensors): pass --resume"),
+    ch05("--resume with a garbled run_args.json", "--resume --out {tmp}/garbled5",
+         "--resume: {tmp}/garbled5/run_args.json cannot be read"),
     ch05("--resume and --overwrite together", "--resume --overwrite --out {tmp}/prev5", "pass one of them"),
     ch05("--out is a file", "--out {tmp}/story.txt", "--out {tmp}/story.txt is a file, not a folder"),
     ch05("--batch-size 0", "--batch-size 0", "--batch-size must be >= 1, got 0"),
@@ -112,6 +115,8 @@ CASES: list[Case] = [
     ch07("finetune: --val-fraction 1", FT + " --val-fraction 1", "--val-fraction must be between 0 and 1"),
     ch07("finetune: --lora 0", FT + " --lora 0", "--lora must be >= 1"),
     ch07("finetune: --lora-alpha negative", FT + " --lora 4 --lora-alpha -1", "--lora-alpha must be > 0"),
+    ch07("finetune: --lora-alpha without --lora", FT + " --lora-alpha 8",
+         "--lora-alpha scales LoRA adapters: pass --lora RANK too"),
     ch07("finetune: --stop-at-step 0", FT + " --stop-at-step 0", "--stop-at-step must be >= 1"),
     ch07("finetune: unknown --style", FT + " --style chatml", "argument --style: invalid choice: 'chatml'"),
     ch07("finetune: no --out", "finetune {tmp}/data.json", "the following arguments are required: --out"),
@@ -174,6 +179,10 @@ def write_files(tmp: Path) -> None:
     (prev5 / "run_args.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     (prev5 / "train_state.pt").write_bytes(b"the earlier run's weights, optimizer and step")
     (prev5 / "model.safetensors").write_bytes(b"the earlier run's model")
+
+    garbled5 = tmp / "garbled5"  # a run whose run_args.json was cut short (a full disk, a crash)
+    shutil.copytree(prev5, garbled5)
+    (garbled5 / "run_args.json").write_text(json.dumps(record, indent=1)[:40], encoding="utf-8")
 
     prev7 = tmp / "prev7"  # what `finetune data.json --model gpt2` leaves
     prev7.mkdir()

@@ -104,10 +104,9 @@ def test_train_smoke_takes_two_steps_on_a_few_dozen_rows(fake_base, tmp_path):
 
 def test_train_smoke_on_the_sms_spam_data_with_the_chapter5_substitute(monkeypatch, tmp_path, capsys):
     """The real --smoke path: the SMS Spam Collection (from the mirror) and the tiny chapter-5 model it trains."""
+    import ch05_pretraining.pretrain_run as pretrain_run
     import ch05_pretraining.pretrained as pretrained
 
-    if not hasattr(pretrained, "SMOKE_OUT") or not hasattr(pretrained, "load_gpt2"):
-        pytest.skip("ch05_pretraining.pretrained has no SMOKE_OUT folder to point at tmp_path yet")
     real_load_gpt2 = pretrained.load_gpt2
 
     def offline(name, device=None, dtype=None):
@@ -116,6 +115,7 @@ def test_train_smoke_on_the_sms_spam_data_with_the_chapter5_substitute(monkeypat
         return real_load_gpt2(name, device=device, dtype=dtype)
 
     monkeypatch.setattr(pretrained, "SMOKE_OUT", tmp_path / "substitute")
+    monkeypatch.setattr(pretrain_run, "DATA_DIR", tmp_path / "verdict")  # the substitute's text: not into the repo
     monkeypatch.setattr(pretrained, "load_gpt2", offline)
     monkeypatch.setattr(cli, "DATA_DIR", tmp_path / "data")
     monkeypatch.setenv("LLMS_DEVICE", "cpu")
@@ -192,6 +192,13 @@ def test_ctrl_c_exits_130_with_a_resume_hint(fake_base, data_file, tmp_path, mon
     assert train(data_file, tmp_path / "out", "--resume") == 130
     assert (f"interrupted: the last checkpoint is in {tmp_path / 'out' / 'train_state.pt'}; continue with the same "
             "options and --resume") in capsys.readouterr().err
+
+
+def test_a_bad_device_is_refused_before_the_data_is_downloaded(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli, "download_sms_spam", lambda folder: pytest.fail("downloaded before checking --device"))
+    assert cli.main(["train", "--out", str(tmp_path / "out"), "--device", "tpu"]) == 2
+    assert "--device tpu: device 'tpu' is not a device name" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 # --- predict -------------------------------------------------------------------------------------------

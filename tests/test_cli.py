@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 
 import ch05_pretraining.pretrain_run as run
 from ch05_pretraining import load_gpt2
-from ch05_pretraining.cli import DATA_DIR, DEFAULT_OUT, SMOKE_DEFAULTS, SMOKE_OUT, main, parse_args
+from ch05_pretraining.cli import CLI_SMOKE_OUT, DATA_DIR, DEFAULT_OUT, SMOKE_DEFAULTS, SMOKE_OUT, main, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -302,6 +303,7 @@ def test_overwrite_deletes_the_earlier_state_so_resume_never_mixes_two_runs(text
     assert status == 130
     assert f"deleted {tmp_path / 'train_state.pt'}" in stdout
     assert not (tmp_path / "train_state.pt").exists()
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "config.json").exists()  # run A's model
     assert json.loads((tmp_path / "run_args.json").read_text())["lr"] == 1e-3
     assert "interrupted before the first checkpoint: nothing to resume" in err
 
@@ -324,16 +326,45 @@ def test_defaults_match_the_chapter_run_and_live_in_the_package_folder():
     assert args.out == DEFAULT_OUT == ROOT / "ch05_pretraining" / "checkpoints" / "gpt2-verdict"
 
 
-def test_smoke_runs_default_to_their_own_folder_never_the_chapters_model():
-    assert SMOKE_OUT == ROOT / "ch05_pretraining" / "checkpoints" / "gpt2-verdict-smoke"
-    assert parse_args(["--smoke", "--overwrite"]).out == SMOKE_OUT  # --overwrite: the folder may hold one already
-    assert parse_args(["--smoke", "--out", "x"]).out == Path("x")
+def test_smoke_runs_default_to_their_own_folder_never_the_chapters_model(tmp_path):
+    assert SMOKE_OUT == ROOT / "ch05_pretraining" / "checkpoints" / "gpt2-verdict-smoke"  # ch06/ch07's substitute
+    assert CLI_SMOKE_OUT == ROOT / "ch05_pretraining" / "checkpoints" / "cli-smoke"  # neither's: never in its way
+    assert parse_args(["--smoke", "--overwrite"]).out == CLI_SMOKE_OUT  # --overwrite: the folder may hold one already
+    assert parse_args(["--smoke", "--out", str(tmp_path / "x")]).out == tmp_path / "x"
 
 
 def test_smoke_sets_its_defaults_but_explicit_options_win():
     args = parse_args(["--smoke", "--batch-size", "8", "--overwrite"])
     assert (args.model, args.context_length, args.stop_at_step) == ("tiny", 32, SMOKE_DEFAULTS["stop_at_step"])
     assert args.batch_size == 8
+
+
+def test_run_args_json_is_written_whole_or_not_at_all(text_file, tmp_path, monkeypatch):
+    settings = run.check_settings(run.PretrainSettings(**SMOKE_DEFAULTS, text=text_file, out=tmp_path))
+    (tmp_path / "run_args.json").write_text('{"lr": 0.0005}', encoding="utf-8")  # a run that never trained
+    real_write_text = Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):  # half the text lands, then the disk is full
+        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run._write_run_record(settings, {"lr": 1e-3, "seed": 123})
+    monkeypatch.undo()
+    assert (tmp_path / "run_args.json").read_text(encoding="utf-8") == '{"lr": 0.0005}'
+    assert [p.name for p in tmp_path.iterdir()] == ["run_args.json"]  # no run_args.json.partial
+
+
+def test_pretrain_leaves_a_process_group_it_did_not_start(text_file, tmp_path):
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # the caller's group
+    try:
+        status, _, err = run_main(smoke_args(text_file, tmp_path, "--stop-at-step", "1"))
+        assert status == 0, err
+        assert dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_device_option_wins_over_llms_device(text_file, tmp_path, monkeypatch):

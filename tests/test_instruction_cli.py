@@ -11,6 +11,7 @@ import torch
 from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining import load_checkpoint, load_gpt2, save_hf_checkpoint
 from ch07_instruction import extract_response, format_prompt, generate_batched, load_instruction_model
+import ch07_instruction.cli as cli
 from ch07_instruction.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -141,6 +142,58 @@ def test_finetune_again_into_the_same_out_is_refused_unless_overwrite(finetuned,
     assert f"deleted {out / 'train_state.pt'}" in capsys.readouterr().out
     assert json.loads((out / "run_args.json").read_text())["lr"] == 5e-5
     assert load_checkpoint(out / "train_state.pt", GPTModel(GPTConfig(**TINY)))["step"] == 1
+
+
+def test_an_interrupted_overwrite_leaves_none_of_the_earlier_runs_files(finetuned, base_dir, data_file, tmp_path,
+                                                                        monkeypatch, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finetuned, out)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train_model", ctrl_c)
+    assert finetune(data_file, out, base_dir, "--overwrite", "--lr", "1e-3") == 130
+    assert sorted(p.name for p in out.iterdir()) == ["run_args.json"]  # the old model cannot pass for this run's
+    assert json.loads((out / "run_args.json").read_text())["lr"] == 1e-3
+    assert f"deleted {out / 'train_state.pt'}" in capsys.readouterr().out
+    assert main(["generate", str(data_file), "--model", str(out), "--out", str(tmp_path / "a.json")]) == 2
+    assert "instruction.json is missing" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_resume_only_once_there_is_a_checkpoint(base_dir, data_file, tmp_path, monkeypatch, capsys):
+    def ctrl_c(*args, checkpoint_path, **kwargs):
+        raise KeyboardInterrupt
+
+    def ctrl_c_after_a_checkpoint(*args, checkpoint_path, **kwargs):
+        checkpoint_path.write_bytes(b"a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train_model", ctrl_c)
+    assert finetune(data_file, tmp_path / "a", base_dir) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first checkpoint: nothing to resume; run the same command again" in err
+    assert "--resume" not in err
+    monkeypatch.setattr(cli, "train_model", ctrl_c_after_a_checkpoint)
+    assert finetune(data_file, tmp_path / "b", base_dir) == 130
+    assert (f"interrupted: the last checkpoint is in {tmp_path / 'b' / 'train_state.pt'}; continue with the same "
+            "options and --resume") in capsys.readouterr().err
+
+
+def test_a_gpt2_size_name_wins_over_a_folder_of_that_name(base_dir, data_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(base_dir, tmp_path / "gpt2")  # ./gpt2 exists, but --model gpt2 names the size (as in ch06)
+    asked = []
+
+    def load_pretrained(name, device=None, *, smoke=False):
+        asked.append(name)
+        torch.manual_seed(1)
+        return GPTModel(GPTConfig(**TINY)).to(device), "OpenAI's GPT-2 gpt2 (a test stand-in)"
+
+    monkeypatch.setattr(cli, "load_pretrained", load_pretrained)
+    assert main(["finetune", str(data_file), "--out", str(tmp_path / "out"), "--model", "gpt2", "--batch-size", "4",
+                 "--val-fraction", "0.2", "--stop-at-step", "1", "--no-progress", "--device", "cpu"]) == 0
+    assert asked == ["gpt2"] and "base model: OpenAI's GPT-2 gpt2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("field", ["instruction", "output"])
