@@ -6,6 +6,8 @@ import os
 import random
 import threading
 import time
+import urllib.error
+import urllib.request
 from functools import partial
 from pathlib import Path
 
@@ -692,3 +694,174 @@ def test_judge_prompt_holds_task_reference_and_answer():
     text = judge_prompt(ENTRY_IN, "The fish was eaten.")
     assert ENTRY_IN["instruction"] in text and ENTRY_IN["input"] in text and ENTRY_IN["output"] in text
     assert "The fish was eaten." in text and ALPACA_PREAMBLE not in text and "0" in text and "100" in text
+
+
+# --- boundaries, defaults and pass-throughs a mutation pass found untested ----------------------------
+
+
+def test_download_instruction_data_lands_in_data_dir(tmp_path, monkeypatch):
+    if not os.environ.get("LLMS_DATA_MIRROR"):
+        pytest.skip("needs LLMS_DATA_MIRROR (the offline data mirror)")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # a data_dir lost on the way would put the file here (download_file's default ".")
+    path = download_instruction_data(tmp_path / "data")
+    assert path.parent == tmp_path / "data" and path.is_file()
+    assert not list(cwd.iterdir())
+
+
+def test_format_example_uses_its_style():
+    assert format_example(ENTRY_IN, "phi3") == format_prompt(ENTRY_IN, "phi3") + ENTRY_IN["output"]
+    assert format_example(ENTRY_IN, style="phi3").startswith("<|user|>")
+
+
+def test_split_data_accepts_the_boundaries_no_test_set_and_no_validation_set():
+    data = list(range(20))
+    assert split_data(data, train_frac=0.75, test_frac=0.0) == (list(range(15)), list(range(15, 20)), [])
+    assert split_data(data, train_frac=0.75, test_frac=0.25) == (list(range(15)), [], list(range(15, 20)))
+
+
+def test_bucket_sampler_keeps_the_last_short_batch_by_default():
+    sampler = LengthBucketSampler(list(range(10)), batch_size=4)
+    batches = list(sampler)
+    assert len(sampler) == len(batches) == 3
+    assert sorted(i for b in batches for i in b) == list(range(10))
+
+
+def test_instruction_loss_passes_amp_dtype_on():
+    model = tiny_model(dtype=torch.float32)
+    seen, hooks = linear_output_dtypes(model)
+    instruction_loss(instruction_collate(TOY), model, "cpu", amp_dtype=torch.bfloat16)
+    for h in hooks:
+        h.remove()
+    assert seen == {torch.bfloat16}
+
+
+def test_forward_padded_fills_the_context_exactly():
+    model = tiny_model()
+    ids = torch.tensor(random_prompts(1, seed=6, low=48, high=48))  # (1, 48): context_length tokens
+    cache = KVCache(model.cfg, 1, dtype=torch.float64)
+    logits = forward_padded(model, ids, cache, torch.ones(1, 48, dtype=torch.bool))
+    assert cache.length == 48
+    with torch.no_grad():
+        assert torch.allclose(logits, model(ids), atol=1e-10)
+
+
+def test_next_token_top_k_one_is_greedy_even_when_sampling():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, 0.0, 4.9, 1.0]])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        assert next_token(logits, temperature=10.0, top_k=1, generator=g).tolist() == [[1], [0]]
+
+
+def test_generate_batched_cache_dtype_follows_amp_dtype_else_the_weights(monkeypatch):
+    import ch07_instruction.instruction as module
+
+    dtypes = []
+
+    class SpyCache(KVCache):
+        def __init__(self, cfg, batch_size, device=None, dtype=torch.float32):
+            dtypes.append(dtype)
+            super().__init__(cfg, batch_size, device=device, dtype=dtype)
+
+    monkeypatch.setattr(module, "KVCache", SpyCache)
+    prompts = random_prompts(2, seed=7)
+    generate_batched(tiny_model(dtype=torch.float32), prompts, 2, amp_dtype=torch.bfloat16)  # half the cache memory
+    generate_batched(tiny_model(dtype=torch.float64), prompts, 2)
+    assert dtypes == [torch.bfloat16, torch.float64]
+
+
+def test_generate_batched_and_answer_loss_use_a_float16_amp_dtype():
+    # On the CPU, autocast's own default is bfloat16: only float16 shows that amp_dtype reaches torch.autocast.
+    model = tiny_model(dtype=torch.float32)
+    seen, hooks = linear_output_dtypes(model)
+    generate_batched(model, random_prompts(2, seed=8), 2, amp_dtype=torch.float16)
+    assert seen == {torch.float16}
+    seen.clear()
+    answer_loss(model, [instruction_collate(TOY)], "cpu", amp_dtype=torch.float16)
+    for h in hooks:
+        h.remove()
+    assert seen == {torch.float16}
+
+
+def test_generate_batched_runs_no_forward_pass_it_does_not_need(monkeypatch):
+    import ch07_instruction.instruction as module
+
+    calls = []
+    real = module.forward_padded
+    monkeypatch.setattr(module, "forward_padded", lambda *args: calls.append(1) or real(*args))
+    model = tiny_model()
+    prompt = random_prompts(1, seed=9)[0]
+    assert len(generate_batched(model, [prompt], 5, eos_id=None)[0]) == 5
+    assert len(calls) == 5  # the prefill and 4 steps: the 5th token needs no forward pass after it
+    calls.clear()
+    long_prompt = random_prompts(1, seed=9, low=45, high=45)[0]  # room for 3 tokens in context_length 48
+    assert len(generate_batched(model, [long_prompt], 10, eos_id=None)[0]) == 3 and len(calls) == 3
+    free = generate_batched(model, [prompt], 10, eos_id=None)[0]
+    stop = next(j for j, t in enumerate(free) if t not in free[:j] and j >= 2)  # first new token from the 3rd on
+    calls.clear()
+    assert generate_batched(model, [prompt], 10, eos_id=free[stop])[0] == free[:stop]
+    assert len(calls) == stop + 1  # every row done: no more steps
+
+
+def test_answer_instructions_prompt_of_exactly_context_length_names_the_record(tokenizer):
+    n = len(tokenizer.encode(format_prompt(ENTRY_NO_IN)))
+    with pytest.raises(ValueError, match="record 0's prompt is"):
+        answer_instructions(tiny_model(context_length=n), [ENTRY_NO_IN], tokenizer, progress=False)
+    assert len(answer_instructions(tiny_model(context_length=n + 1), [ENTRY_NO_IN], tokenizer, progress=False)) == 1
+
+
+def test_answer_instructions_batches_of_batch_size_prompts_by_length(tokenizer, monkeypatch):
+    import ch07_instruction.instruction as module
+
+    calls = []
+    real = module.generate_batched
+    monkeypatch.setattr(module, "generate_batched",
+                        lambda model, prompts, *args, **kwargs: calls.append(prompts) or real(model, prompts, *args,
+                                                                                              **kwargs))
+    entries = [{"instruction": "word " * k, "output": ""} for k in (5, 1, 4, 2, 3)]
+    answers = answer_instructions(tiny_model(context_length=256), entries, tokenizer, batch_size=2, max_new_tokens=1,
+                                  progress=False)
+    assert len(answers) == 5
+    prompts = [tokenizer.encode(format_prompt(e)) for e in entries]
+    assert calls == [[prompts[1], prompts[3]], [prompts[4], prompts[2]], [prompts[0]]]
+
+
+def test_save_responses_creates_folders_and_keeps_text_readable(tmp_path):
+    entry = {"instruction": "Translate to French.", "input": "coffee", "output": "café"}
+    path = save_responses([entry], ["un café"], tmp_path / "a" / "b" / "answers.json")
+    text = path.read_text(encoding="utf-8")
+    assert '"un café"' in text and "\\u00e9" not in text  # UTF-8 as written, not \u escapes
+    assert json.loads(text)[0]["model_response"] == "un café"
+
+
+def test_load_instruction_model_passes_device_on(tmp_path, monkeypatch):
+    import ch07_instruction.instruction as module
+
+    seen = []
+    monkeypatch.setattr(module, "load_gpt2", lambda folder, device=None: seen.append((folder, device)) or "model")
+    (tmp_path / INSTRUCTION_CONFIG).write_text(json.dumps({"prompt_style": "phi3"}), encoding="utf-8")
+    assert load_instruction_model(tmp_path, device="cuda:1") == ("model", "phi3")
+    assert seen == [(tmp_path, "cuda:1")]
+
+
+def test_parse_score_refuses_101():
+    assert parse_score("100") == 100
+    with pytest.raises(JudgeError, match="not one integer from 0 to 100"):
+        parse_score("101")
+
+
+def test_judge_asks_ollama_for_one_reply_not_a_stream(fake_judge):
+    Judge(judge_url(fake_judge), "judge-model").score(ENTRY_IN, "x")
+    _, body = fake_judge.requests[-1]
+    assert body["stream"] is False  # a streamed reply is many JSON lines, not one JSON object
+
+
+def test_judge_timeout_whatever_its_message(monkeypatch):
+    # Windows' connect timeout is TimeoutError (WSAETIMEDOUT) with a message that does not say "timed out"
+    def urlopen(request, timeout):
+        raise urllib.error.URLError(TimeoutError(10060, "the connected party did not properly respond"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    with pytest.raises(JudgeError, match="did not answer within 5 s"):
+        Judge("http://127.0.0.1:1", "m", timeout=5).score(ENTRY_IN, "x")
