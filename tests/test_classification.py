@@ -461,3 +461,134 @@ def test_load_classifier_errors(tmp_path):
     (out / CLASSIFIER_CONFIG).write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="out_head.weight has shape"):
         load_classifier(out)
+
+
+# --- mutation-pass survivors: each test below fails for one realistic slip in classification.py ------------------
+
+def test_extract_member_creates_missing_parent_folders(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"sub/deeper/m.txt": b"x"})
+    assert extract_member(archive, "sub/deeper/m.txt", tmp_path / "new" / "dir").read_bytes() == b"x"
+
+
+def test_download_sms_spam_downloads_into_data_dir_not_the_working_folder(tmp_path, monkeypatch):
+    import ch06_classification.classification as module
+
+    def fake_download(url, dest_dir="."):  # the real default: the working folder
+        return make_zip(Path(dest_dir) / url.rsplit("/", 1)[1], {SMS_SPAM_MEMBER: b"ham\thi\n"})
+
+    monkeypatch.setattr(module, "download_file", fake_download)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    data_dir = tmp_path / "d"
+    data_dir.mkdir()
+    assert download_sms_spam(data_dir) == data_dir / SMS_SPAM_MEMBER
+    assert (data_dir / "sms+spam+collection.zip").is_file() and list((tmp_path / "cwd").iterdir()) == []
+
+
+def test_read_labeled_csv_keeps_na_and_null_as_text(tmp_path):
+    from ch06_classification import read_labeled_csv
+
+    (tmp_path / "d.csv").write_text("text,label\nNA,ham\nnull,spam\n", encoding="utf-8")
+    assert read_labeled_csv(tmp_path / "d.csv")["Text"].tolist() == ["NA", "null"]
+
+
+def test_balance_classes_does_not_depend_on_which_label_comes_first_and_keeps_two_columns():
+    ham = pd.DataFrame({"Label": ["ham"] * 9, "Text": [f"h{i}" for i in range(9)]})
+    spam = pd.DataFrame({"Label": ["spam"] * 4, "Text": [f"s{i}" for i in range(4)]})
+    a = balance_classes(pd.concat([ham, spam], ignore_index=True), seed=3)
+    b = balance_classes(pd.concat([spam, ham], ignore_index=True), seed=3)
+    assert a["Label"].tolist() == ["ham"] * 4 + ["spam"] * 4  # grouped in label order
+    assert a.equals(b) and list(a.columns) == ["Label", "Text"] and a.index.tolist() == list(range(8))
+
+
+def test_random_split_allows_no_validation_part_and_keeps_two_columns():
+    df = pd.DataFrame({"Label": ["ham"] * 10, "Text": [str(i) for i in range(10)]})
+    train, val, test = random_split(df, 0.8, 0.0)
+    assert (len(train), len(val), len(test)) == (8, 0, 2)
+    for part in (train, val, test):
+        assert list(part.columns) == ["Label", "Text"]
+    assert train.index.tolist() == list(range(8))
+
+
+def test_spam_dataset_accepts_a_longest_text_of_exactly_the_default_context_length(gpt2_tokenizer):
+    for n, ok in ((1024, True), (1025, False)):  # GPT-2's context: 1024 tokens
+        text = "hi" + " hi" * (n - 1)
+        assert len(gpt2_tokenizer.encode(text)) == n
+        df = pd.DataFrame({"Label": ["ham"], "Text": [text]})
+        if ok:
+            assert SpamDataset(df, gpt2_tokenizer).max_length == 1024
+        else:
+            with pytest.raises(ValueError, match="context_length=1024"):
+                SpamDataset(df, gpt2_tokenizer)
+
+
+def test_spam_dataset_takes_any_two_labels(gpt2_tokenizer):
+    df = pd.DataFrame({"Label": ["pos", "neg", "pos"], "Text": ["great", "awful", "fine"]})
+    assert SpamDataset(df, gpt2_tokenizer, labels=("neg", "pos")).labels.tolist() == [1, 0, 1]
+
+
+def test_freeze_for_finetuning_leaves_the_last_of_three_blocks_trainable():
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50257, context_length=16, emb_dim=16, n_heads=2, n_layers=3))
+    freeze_for_finetuning(model, "last_block")
+    trainable = {name.split(".")[0] + ("." + name.split(".")[1] if name.startswith("trf_blocks") else "")
+                 for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"trf_blocks.2", "final_norm", "out_head"}
+
+
+def test_pool_logits_mean_of_a_single_real_token_is_its_scores():
+    ids = torch.tensor([[5, PAD, PAD]])
+    logits = torch.arange(6.0).view(1, 3, 2) + 1
+    assert pool_logits(logits, ids, "mean").tolist() == [[1, 2]]
+
+
+def test_class_logits_autocasts_to_the_dtype_asked():
+    model = tiny_model().eval()
+    seen = set()
+    hook = model.out_head.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+    with torch.no_grad():
+        class_logits(model, torch.tensor([[1, 2, 3]]), amp_dtype=torch.float16)  # autocast's CPU default: bfloat16
+    hook.remove()
+    assert seen == {torch.float16}
+
+
+def test_classify_text_accepts_max_length_equal_to_the_context_length(gpt2_tokenizer):
+    model = tiny_model(context_length=16).eval()
+    label, prob = classify_text("win cash now", model, gpt2_tokenizer, "cpu", max_length=16)
+    assert label in LABELS and 0.5 <= prob <= 1
+
+
+class DeviceRecorder(torch.nn.Module):
+    """Records the device of the token ids it gets; scores on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = GPTConfig(vocab_size=50257, context_length=16, emb_dim=8, n_heads=1, n_layers=1)
+        self.devices = []
+
+    def forward(self, ids):
+        self.devices.append(ids.device.type)
+        return torch.tensor([[[0.0, 1.0]]]).expand(1, ids.shape[1], 2)
+
+
+def test_classify_text_puts_the_token_ids_on_the_device(gpt2_tokenizer):
+    model = DeviceRecorder()
+    assert classify_text("hi", model, gpt2_tokenizer, "meta", 4)[0] == "spam"
+    assert model.devices == ["meta"]
+
+
+def test_save_classifier_creates_nested_folders_and_overwrites(tmp_path):
+    out = tmp_path / "a" / "b"
+    save_classifier(tiny_model(seed=1), out, 8)
+    save_classifier(tiny_model(seed=2), out, 9)
+    model, meta = load_classifier(out)
+    assert meta["max_length"] == 9
+    assert torch.equal(model.out_head.weight, tiny_model(seed=2).out_head.weight)
+
+
+@pytest.mark.parametrize("missing", [CLASSIFIER_CONFIG, CLASSIFIER_WEIGHTS])
+def test_load_classifier_needs_both_files(tmp_path, missing):
+    out = save_classifier(tiny_model(), tmp_path / "c", 8)
+    (out / missing).unlink()
+    with pytest.raises(FileNotFoundError, match="needs classifier.json and model.safetensors"):
+        load_classifier(out)
