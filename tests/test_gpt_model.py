@@ -328,3 +328,47 @@ def test_fused_flag_decides_whether_the_torch_kernel_runs(monkeypatch, fused):
     x = torch.randn(2, 3, 8)
     LayerNorm(8, fused=fused)(x), GELU(fused=fused)(x)
     assert calls == (["layer_norm", "gelu"] if fused else [])
+
+
+def test_default_config_is_gpt2_small_124m_without_qkv_biases():
+    import dataclasses
+    cfg = GPTConfig()  # documented: GPT-2 small (124M) without qkv biases
+    assert cfg == dataclasses.replace(GPT_CONFIGS["gpt2"], qkv_bias=False)
+    assert (cfg.emb_dim, cfg.n_heads, cfg.n_layers, cfg.qkv_bias) == (768, 12, 12, False)
+    assert gpt_param_count(cfg, tied=True) == 124_439_808 - 12 * 3 * 768  # 124M less the 12 layers' qkv biases
+
+
+def test_layer_norm_and_gelu_default_to_the_hand_written_forms(monkeypatch):
+    # The fused kernels are chapter 5's opt-in fast path; by default chapter 4's own maths runs.
+    calls = []
+    for name in ("layer_norm", "gelu"):
+        kernel = getattr(F, name)
+        monkeypatch.setattr(F, name, lambda *a, _k=kernel, _n=name, **kw: calls.append(_n) or _k(*a, **kw))
+    assert LayerNorm(8).fused is False and GELU().fused is False
+    with torch.no_grad():
+        make_model(GPTConfig(**TINY))(torch.zeros(1, 3, dtype=torch.long))
+    assert calls == []
+
+
+def test_kv_cache_tensors_follow_the_requested_device_and_dtype():
+    cfg = CONFIGS[1]
+    cache = KVCache(cfg, batch_size=2, device="meta", dtype=torch.bfloat16)
+    for t in cache.keys + cache.values:
+        assert t.device.type == "meta" and t.dtype == torch.bfloat16
+    default = KVCache(cfg, batch_size=2)
+    for t in default.keys + default.values:
+        assert t.device.type == "cpu" and t.dtype == torch.float32
+
+
+def test_cached_generation_runs_one_forward_pass_per_needed_token():
+    # prefill once, then one pass per new token except the last (its logits are never used); none for 0 tokens
+    cfg = GPTConfig(**TINY)
+    model = make_model(cfg)
+    passes = []
+    model.tok_emb.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[1]))
+    prompt = torch.randint(0, cfg.vocab_size, (2, 4))
+    for n_new, expected in [(0, []), (1, [4]), (3, [4, 1, 1]), (cfg.context_length - 4, [4] + [1] * (cfg.context_length - 5))]:
+        passes.clear()
+        out = generate_text_cached(model, prompt, n_new)
+        assert passes == expected, n_new
+        assert torch.equal(out, generate_text_simple(model, prompt, n_new, cfg.context_length))
