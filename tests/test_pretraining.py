@@ -1043,3 +1043,293 @@ def test_ddp_resume_restores_each_process_random_state(text, tmp_path):
     assert states_equal(full[0], full[1])  # DDP keeps the processes' weights in step
     assert states_equal(resumed[0], full[0]) and states_equal(resumed[1], full[1])
     assert len(torch.load(tmp_path / "part.pt", weights_only=True)["rng"]) == 2
+
+
+# --- what the mutation pass found unpinned (tools/mutation_pass.py) --------------------------------------
+
+
+def test_calc_loss_batch_runs_autocast_in_the_requested_dtype():
+    # Without dtype=, autocast picks the device's default (bfloat16 on CPU, float16 on CUDA), not the one asked for.
+    model = make_model(tiny_cfg()).eval()
+    dtypes = []
+    model.out_head.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    x, y = random_batch(61)
+    for amp_dtype in (torch.float16, torch.bfloat16):
+        with torch.no_grad():
+            loss = calc_loss_batch(x, y, model, "cpu", amp_dtype=amp_dtype)
+        assert loss.dtype == torch.float32 and dtypes[-1] == amp_dtype
+
+
+def test_autocast_dtype_on_a_torch_without_the_cpu_feature_probes(monkeypatch):
+    # Older PyTorch releases lack torch.cpu._is_amx_tile_supported / _is_avx512_bf16_supported: assume no bfloat16.
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert autocast_dtype("cpu") is None
+
+
+def test_generate_and_print_sample_writes_fifty_new_tokens_by_default(data, capsys):
+    # train_model's samples rely on the default: 50 new tokens (here: characters), past the 32-token context.
+    model = make_model(tiny_cfg(data.vocab_size))
+    start = data.train_text[:10]
+    text = generate_and_print_sample(model, data.tok, "cpu", start)
+    assert len(text) == len(start) + 50 and capsys.readouterr().out == text + "\n"
+
+
+def test_generate_and_print_sample_uses_the_kv_cache_when_the_sample_exactly_fills_the_context(data, monkeypatch):
+    model = make_model(tiny_cfg(data.vocab_size))  # context_length MAX_LEN = 32
+    calls = []
+    real = pretraining.generate_text_cached
+    monkeypatch.setattr(pretraining, "generate_text_cached", lambda *a, **k: calls.append(1) or real(*a, **k))
+    start = data.train_text[:10]
+    text = generate_and_print_sample(model, data.tok, "cpu", start, max_new_tokens=MAX_LEN - 10)  # 10 + 22 = 32
+    assert calls == [1]
+    ids = generate(model.eval(), text_to_token_ids(start, data.tok), MAX_LEN - 10)
+    assert text == token_ids_to_text(ids, data.tok).replace("\n", " ")
+
+
+def test_generate_top_k_keeps_k_tokens_for_a_batch_smaller_than_k():
+    # k is capped at the vocabulary size (the last dimension of the logits), not at the batch size.
+    logits = torch.randn(30, generator=torch.Generator().manual_seed(0))
+    top5 = set(torch.topk(logits, 5).indices.tolist())
+    out = generate(FixedLogits(logits), torch.zeros(1, 1, dtype=torch.long), 200, temperature=2.0, top_k=5,
+                   generator=torch.Generator().manual_seed(0))
+    assert set(out[0, 1:].tolist()) == top5
+
+
+def test_cuda_rng_state_is_saved_and_restored_only_where_cuda_is_available(monkeypatch):
+    # A checkpoint from a GPU machine resumes on a CPU-only one (its CUDA states are ignored), and on a GPU machine
+    # the saved CUDA states are restored. Simulated: torch.cuda's RNG functions are replaced by spies.
+    cuda_states = [torch.tensor([1, 2, 3], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(states))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    state = pretraining._rng_state()
+    assert state["cuda"] is cuda_states
+    pretraining._set_rng_state(state)
+    assert restored == [cuda_states]
+    restored.clear()
+    pretraining._set_rng_state({"torch": torch.get_rng_state()})  # a checkpoint written without CUDA
+    assert restored == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    pretraining._set_rng_state(state)  # written with CUDA, resumed without
+    assert restored == []
+
+
+@pytest.mark.parametrize("first, then", [(False, True), (True, False)], ids=["global-then-generator",
+                                                                          "generator-then-global"])
+def test_resume_into_a_loader_with_or_without_its_own_generator(data, tmp_path, first, then):
+    # The checkpoint holds a sampler state only when the loader had a generator; resuming (inside an epoch) with a
+    # loader built the other way trains on, with whatever state there is.
+    ckpt = tmp_path / "run.pt"
+    run_training(data, ckpt, generator=first, stop_at_step=2)
+    _, history, _ = run_training(data, ckpt, generator=then, resume=True)
+    assert history["step"] == list(range(3, 2 * steps_per_epoch(data) + 1, 3))
+    assert load_checkpoint(ckpt, make_model(tiny_cfg(data.vocab_size)))["step"] == 2 * steps_per_epoch(data)
+
+
+def test_save_checkpoint_creates_missing_parent_folders(tmp_path):
+    model, optimizer = trained_model_and_optimizer(steps=1)
+    path = save_checkpoint(tmp_path / "a" / "b" / "c" / "ckpt.pt", model, optimizer, {"step": 1})
+    assert path.is_file() and load_checkpoint(path, make_model(tiny_cfg()))["step"] == 1
+
+
+def test_load_checkpoint_passes_map_location_on(tmp_path):
+    model, optimizer = trained_model_and_optimizer(steps=1)
+    path = save_checkpoint(tmp_path / "ckpt.pt", model, optimizer, {"step": 1})
+    locations = []
+
+    def to_cpu(storage, location):
+        locations.append(location)
+        return storage
+
+    fresh = make_model(tiny_cfg(), seed=1)
+    assert load_checkpoint(path, fresh, map_location=to_cpu)["step"] == 1
+    assert locations and set(locations) == {"cpu"}
+    assert states_equal(fresh.state_dict(), model.state_dict())
+
+
+UNPICKLED = []
+
+
+def _record_unpickling(tag: str) -> str:
+    UNPICKLED.append(tag)  # what a malicious checkpoint could do instead: run any code at load time
+    return tag
+
+
+class _Payload:
+    def __reduce__(self):
+        return _record_unpickling, ("code ran",)
+
+
+def test_load_checkpoint_refuses_a_checkpoint_that_would_run_code(tmp_path):
+    import pickle
+
+    model, optimizer = trained_model_and_optimizer(steps=1)
+    path = tmp_path / "evil.pt"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 1, "extra": _Payload()}, path)
+    UNPICKLED.clear()
+    fresh = make_model(tiny_cfg(), seed=1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path, fresh)
+    assert UNPICKLED == [] and states_equal(fresh.state_dict(), before)
+
+
+def test_lr_schedule_at_its_boundaries():
+    peak = 1e-3
+    # one step in all: valid; the cosine runs from peak (step 0) to min_lr (step 1)
+    assert lr_at_step(0, peak_lr=peak, total_steps=1) == pytest.approx(peak)
+    assert lr_at_step(1, peak_lr=peak, total_steps=1) == pytest.approx(0.0, abs=1e-15)
+    # warm-up over the whole run: valid, linear up to the peak, where it ends
+    lrs = [lr_at_step(s, peak_lr=peak, total_steps=4, warmup_steps=4) for s in range(5)]
+    assert lrs == pytest.approx([peak / 4, peak / 2, 3 * peak / 4, peak, peak])
+    # one decay step after the warm-up: it reaches min_lr
+    assert lr_at_step(5, peak_lr=peak, total_steps=5, warmup_steps=4, min_lr=1e-4) == pytest.approx(1e-4)
+    # no warm-up by default: the decay starts at step 0 (half-way down at step 1 of 2)
+    assert lr_at_step(1, peak_lr=peak, total_steps=2) == pytest.approx(peak / 2)
+
+
+def test_train_config_defaults_are_the_chapters_run():
+    # ch05.ipynb trains with TrainConfig(num_epochs=..., amp_dtype=...) and documents the schedule these give:
+    # 10 epochs of 9 steps, warm-up over 9 steps from 5.56e-05 to 5e-04, cosine to 5e-05, losses every 5 steps.
+    cfg = TrainConfig()
+    assert (cfg.num_epochs, cfg.peak_lr, cfg.min_lr, cfg.warmup_steps) == (10, 5e-4, 5e-5, 9)
+    assert (cfg.grad_clip, cfg.grad_accum_steps, cfg.eval_freq, cfg.eval_iter) == (1.0, 1, 5, 5)
+    assert (cfg.amp_dtype, cfg.checkpoint_every) == (None, None)
+    assert lr_at_step(0, peak_lr=cfg.peak_lr, total_steps=90, warmup_steps=cfg.warmup_steps,
+                      min_lr=cfg.min_lr) == pytest.approx(5.56e-5, rel=1e-3)
+
+
+def test_train_model_counts_the_tokens_of_the_inputs_not_of_the_labels():
+    # Chapter 6's batches are (inputs (batch, tokens), labels (batch,)): tokens seen are the inputs' elements.
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randint(0, 20, (8, 6), generator=gen)
+    labels = torch.randint(0, 2, (8,), generator=gen)
+    loader = DataLoader(TensorDataset(inputs, labels), batch_size=4)
+
+    def classify_loss(batch, model, device, amp_dtype):
+        x, y = batch
+        return F.cross_entropy(model(x)[:, -1, :2], y)
+
+    model = make_model(tiny_cfg(20))
+    cfg = TrainConfig(num_epochs=2, warmup_steps=0, eval_freq=1, eval_iter=1)
+    history = train_model(model, loader, loader, torch.optim.AdamW(model.parameters()), "cpu", cfg,
+                          loss_fn=classify_loss, progress=False)
+    assert history["step"] == [1, 2, 3, 4]
+    assert history["examples_seen"] == [4, 8, 12, 16] and history["tokens_seen"] == [24, 48, 72, 96]
+
+
+class _SpyBar:
+    """Stands in for tqdm in train_model: records how it was built and what it was told."""
+
+    bars: list = []
+
+    def __init__(self, *args, **kwargs):
+        self.kwargs, self.updates, self.postfix, self.closed = kwargs, [], [], False
+        _SpyBar.bars.append(self)
+
+    def update(self, n=1):
+        self.updates.append(n)
+
+    def set_postfix(self, **kwargs):
+        self.postfix.append(kwargs)
+
+    def write(self, text):
+        print(text)
+
+    def close(self):
+        self.closed = True
+
+
+def test_train_model_progress_bar_counts_steps_and_shows_the_step_loss(data, monkeypatch):
+    monkeypatch.setattr(pretraining, "tqdm", _SpyBar)
+    _SpyBar.bars = []
+    micro_losses = []
+
+    def loss_fn(batch, model, device, amp_dtype):
+        loss = calc_loss_batch(*batch, model, device, amp_dtype)
+        micro_losses.append(loss.item())
+        return loss
+
+    torch.manual_seed(0)
+    model = GPTModel(tiny_cfg(data.vocab_size))
+    cfg = TrainConfig(**{**TRAIN, "grad_accum_steps": 2, "eval_freq": 10_000})  # loss_fn sees training batches only
+    train_model(model, train_loader_for(data), val_loader_for(data), torch.optim.AdamW(model.parameters()), "cpu",
+                cfg, loss_fn=loss_fn, stop_at_step=3)  # progress left at its default: on
+    (bar,) = _SpyBar.bars
+    total = cfg.num_epochs * (steps_per_epoch(data) // 2)
+    assert bar.kwargs["total"] == total and bar.kwargs["initial"] == 0 and bar.kwargs["disable"] is False
+    assert bar.updates == [1, 1, 1] and bar.closed
+    step_losses = [(a + b) / 2 for a, b in zip(micro_losses[0::2], micro_losses[1::2])]  # the mean of each step
+    shown = [float(p["loss"]) for p in bar.postfix]
+    assert len(shown) == 3 and shown == pytest.approx(step_losses, abs=1e-3) and min(shown) > 0
+
+    for kwargs in (dict(progress=False), dict(is_main=False)):  # no bar when asked for none, nor on other ranks
+        _SpyBar.bars = []
+        train_model(model, train_loader_for(data), val_loader_for(data), torch.optim.AdamW(model.parameters()),
+                    "cpu", cfg, stop_at_step=1, **kwargs)
+        assert _SpyBar.bars[0].kwargs["disable"] is True, kwargs
+
+
+class _NoSyncWrapper(nn.Module):
+    """Stands in for DistributedDataParallel: records for each forward pass whether it ran inside no_sync()."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module, self.syncing, self.calls = module, True, []
+
+    def forward(self, x):
+        self.calls.append(self.syncing)
+        return self.module(x)
+
+    @__import__("contextlib").contextmanager
+    def no_sync(self):
+        self.syncing = False
+        try:
+            yield
+        finally:
+            self.syncing = True
+
+
+def test_train_model_syncs_gradients_only_on_the_last_micro_batch(data):
+    wrapper = _NoSyncWrapper(make_model(tiny_cfg(data.vocab_size)))
+    loader = create_dataloader(data.train_text, batch_size=2, max_length=MAX_LEN, stride=MAX_LEN, shuffle=False,
+                               tokenizer=data.tok)
+    cfg = TrainConfig(**{**TRAIN, "grad_accum_steps": 3, "eval_freq": 10_000})
+    train_model(wrapper, loader, val_loader_for(data), torch.optim.AdamW(wrapper.parameters()), "cpu", cfg,
+                stop_at_step=2, progress=False)
+    assert wrapper.calls == [False, False, True] * 2
+
+
+def test_only_the_main_process_prints_and_samples_follow_whole_epochs(data, capsys):
+    start = data.train_text[:10]
+    sample_prefix = start.replace("\n", " ")
+
+    def train(**kwargs):
+        torch.manual_seed(0)
+        model = GPTModel(tiny_cfg(data.vocab_size))
+        train_model(model, train_loader_for(data), val_loader_for(data), torch.optim.AdamW(model.parameters()),
+                    "cpu", TrainConfig(**TRAIN), tokenizer=data.tok, start_context=start, progress=False, **kwargs)
+        return capsys.readouterr().out.splitlines()
+
+    lines = train(stop_at_step=steps_per_epoch(data) // 2)  # stopped inside the first epoch: no sample
+    assert not any(line.startswith(sample_prefix) for line in lines)
+    assert lines[-1].startswith(f"trained {steps_per_epoch(data) // 2} steps")
+    assert train(stop_at_step=steps_per_epoch(data), is_main=False) == []  # other ranks print nothing
+
+
+def test_resuming_with_nothing_left_to_train_prints_no_summary(data, tmp_path, capsys):
+    ckpt = tmp_path / "run.pt"
+    run_training(data, ckpt, stop_at_step=2)
+    assert "trained 2 steps" in capsys.readouterr().out
+    run_training(data, ckpt, resume=True, stop_at_step=2)
+    assert "trained" not in capsys.readouterr().out
+
+
+def test_train_model_prints_the_elapsed_time(data, capsys, monkeypatch):
+    clock = iter([1000.0, 1012.4])  # train_model reads the clock when it starts and when it ends
+    monkeypatch.setattr(pretraining, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    run_training(data, stop_at_step=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"trained 2 steps ({2 * BATCH * MAX_LEN:,} tokens seen) in 12 s"
