@@ -370,3 +370,134 @@ def test_matmul_seconds_counts_only_time_inside_matrix_products(train_speed):
     seconds = train_speed.matmul_seconds(events)
     everything = sum(e.self_cpu_time_total for e in events) / 1e6  # the same profiled step
     assert 0 < seconds < everything  # a share of the step, not all of it
+
+
+# --- mutation-pass survivors ------------------------------------------------------------------------------
+
+def test_chunked_cross_entropy_when_only_hidden_or_only_weight_needs_gradients():
+    # a frozen head (only hidden trains) and a trained head on frozen features (only weight trains)
+    for frozen in ("weight", "hidden"):
+        hidden, weight, targets = random_case()
+        (weight if frozen == "weight" else hidden).requires_grad_(False)
+        trained = hidden if frozen == "weight" else weight
+        (want,) = torch.autograd.grad(F.cross_entropy(hidden @ weight.T, targets), trained)
+        (got,) = torch.autograd.grad(chunked_cross_entropy(hidden, weight, targets, chunk_rows=5), trained)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_chunked_cross_entropy_with_exactly_one_target_not_ignored():
+    hidden, weight, targets = random_case(n=6, ignored=(0, 1, 2, 4, 5))
+    reference = F.cross_entropy(hidden @ weight.T, targets)
+    torch.testing.assert_close(chunked_cross_entropy(hidden, weight, targets, chunk_rows=4), reference,
+                               rtol=0, atol=1e-12)
+
+
+def test_chunked_cross_entropy_sums_the_bfloat16_head_gradient_over_chunks_in_float32():
+    # 1024 chunks of equal contributions: a bfloat16 running sum stalls near 256 of them (8 significant bits),
+    # the float32 one reaches the full sum; chunk_rows equals emb_dim here, so rows and columns must not mix up
+    n, d = 2048, 2
+    hidden = torch.tensor([[1.0, 0.5]]).repeat(n, 1).to(torch.bfloat16)
+    weight = torch.tensor([[0.5, -0.25], [0.25, 0.5], [-0.5, 0.25]]).to(torch.bfloat16).requires_grad_()
+    targets = torch.zeros(n, dtype=torch.long)
+    weight64 = weight.detach().double().requires_grad_()
+    (want,) = torch.autograd.grad(F.cross_entropy(hidden.double() @ weight64.T, targets), weight64)
+    (got,) = torch.autograd.grad(chunked_cross_entropy(hidden, weight, targets, chunk_rows=d), weight)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), want, rtol=3e-2, atol=1e-3)
+
+
+def test_chunked_cross_entropy_warns_about_nothing():
+    # e.g. torch.mm resizing a wrongly sliced out= tensor: a deprecation warning, an error in a future PyTorch
+    import warnings
+
+    hidden, weight, targets = random_case(dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chunked_cross_entropy(hidden, weight, targets, chunk_rows=8).backward()
+
+
+def test_chunked_cross_entropy_refuses_one_dimensional_inputs_with_a_clear_message():
+    hidden, weight, targets = random_case()
+    with pytest.raises(ValueError, match="expected hidden"):
+        chunked_cross_entropy(hidden, weight[0], targets)
+    with pytest.raises(ValueError, match="expected hidden"):
+        chunked_cross_entropy(hidden[:, 0], weight, targets)
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.float16, torch.bfloat16])
+def test_chunked_loss_runs_the_model_and_the_head_in_amp_dtype(monkeypatch, amp_dtype):
+    import ch05_pretraining.fast_training as fast_training
+
+    model = tiny_model()
+    head_dtypes, linear_dtypes = [], set()
+    real = fast_training.chunked_cross_entropy
+    monkeypatch.setattr(fast_training, "chunked_cross_entropy",
+                        lambda hidden, weight, targets, chunk_rows=1024: head_dtypes.append(
+                            (hidden.dtype, weight.dtype)) or real(hidden, weight, targets, chunk_rows))
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear) and m is not model.out_head:
+            m.register_forward_hook(lambda mod, args, out: linear_dtypes.add(out.dtype))
+    x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    chunked_loss((x, y), model, "cpu", amp_dtype)
+    expected = amp_dtype or torch.float32
+    assert head_dtypes == [(expected, expected)] and linear_dtypes == {expected}
+
+
+def test_master_weight_adamw_takes_a_single_parameter_or_a_single_group():
+    model = tiny_model()
+    params = list(model.parameters())
+    one = MasterWeightAdamW([params[0]], lr=1e-3)
+    assert len(one.masters) == 1 and params[0].dtype == torch.bfloat16 and params[1].dtype == torch.float32
+    group = MasterWeightAdamW([{"params": params[1:], "weight_decay": 0.0}], lr=1e-3)
+    assert len(group.masters) == len(params) - 1 and group.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_master_weight_adamw_zero_grad_sets_none_by_default_and_zeroes_when_told():
+    model = tiny_model()
+    opt = MasterWeightAdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    calc_loss_batch(x, y, model, "cpu").backward()
+    model.pos_emb.weight.grad = None  # a parameter without a gradient must not trip set_to_none=False
+    opt.zero_grad(set_to_none=False)
+    assert model.pos_emb.weight.grad is None
+    grads = [p.grad for p in model.parameters() if p is not model.pos_emb.weight]
+    assert all(g is not None and not g.any() for g in grads)
+    opt.zero_grad()  # torch's default: drop the gradients
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_master_weight_adamw_step_returns_the_closures_loss():
+    model = tiny_model()
+    opt = MasterWeightAdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    losses = []
+    assert opt.step(lambda: losses.append(calc_loss_batch(x, y, model, "cpu")) or losses[-1]) is losses[0]
+
+
+def test_reuse_freed_memory_sets_glibcs_two_thresholds_and_fails_soft(monkeypatch):
+    # A fake libc: the real one would change this test process's allocator.
+    import ch05_pretraining.fast_training as fast_training
+
+    calls, result = [], [1]
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return result[0]
+
+    monkeypatch.setattr(fast_training.sys, "platform", "linux")
+    monkeypatch.setattr(fast_training.ctypes, "CDLL", lambda name: FakeLibc())
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, INT_MAX = -1, -3, 2**31 - 1
+    assert reuse_freed_memory() is True
+    assert calls == [(M_MMAP_THRESHOLD, 2**30), (M_TRIM_THRESHOLD, INT_MAX)]  # default: blocks up to 1 GiB
+    calls.clear()
+    assert reuse_freed_memory(2**40) is True and calls == [(M_MMAP_THRESHOLD, INT_MAX), (M_TRIM_THRESHOLD, INT_MAX)]
+    result[0] = 0  # mallopt refuses
+    assert reuse_freed_memory() is False
+    result[0] = 1
+    calls.clear()
+    monkeypatch.setattr(fast_training.ctypes, "CDLL", lambda name: (_ for _ in ()).throw(OSError(name)))
+    assert reuse_freed_memory() is False  # no glibc (musl, ...)
+    monkeypatch.setattr(fast_training.ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.setattr(fast_training.sys, "platform", "darwin")
+    assert reuse_freed_memory() is False and calls == []
