@@ -120,6 +120,10 @@ class MasterWeightAdamW(torch.optim.AdamW):
     @torch.no_grad()
     def step(self, closure=None):
         """Copy the gradients to the masters in float32, update the masters, copy them back (rounded)."""
+        loss = None
+        if closure is not None:  # it computes the gradients, so it runs before they are copied
+            with torch.enable_grad():
+                loss = closure()
         for p, m in zip(self.model_params, self.masters):
             if p.grad is None:
                 m.grad = None
@@ -127,7 +131,7 @@ class MasterWeightAdamW(torch.optim.AdamW):
                 m.grad = p.grad.float()  # kept from step to step: no new 4-byte-per-weight buffer each time
             else:
                 m.grad.copy_(p.grad)
-        loss = super().step(closure)
+        super().step()
         for p, m in zip(self.model_params, self.masters):
             p.copy_(m)  # each weight is rounded to dtype once per step, here
         return loss

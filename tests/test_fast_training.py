@@ -501,3 +501,26 @@ def test_reuse_freed_memory_sets_glibcs_two_thresholds_and_fails_soft(monkeypatc
     monkeypatch.setattr(fast_training.ctypes, "CDLL", lambda name: FakeLibc())
     monkeypatch.setattr(fast_training.sys, "platform", "darwin")
     assert reuse_freed_memory() is False and calls == []
+
+
+def test_master_weight_adamw_step_uses_the_gradients_its_closure_computes():
+    # The closure runs backward; its gradients must reach the masters in the same step, as with torch's optimizers.
+    x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    with_closure, outside = tiny_model(), tiny_model()
+    opt_a = MasterWeightAdamW(with_closure.parameters(), lr=1e-2)
+    opt_b = MasterWeightAdamW(outside.parameters(), lr=1e-2)
+
+    def closure():
+        opt_a.zero_grad()
+        loss = calc_loss_batch(x, y, with_closure, "cpu")
+        loss.backward()
+        return loss
+
+    before = [m.clone() for m in opt_a.masters]
+    opt_a.step(closure)
+    opt_b.zero_grad()
+    calc_loss_batch(x, y, outside, "cpu").backward()
+    opt_b.step()
+    assert any(not torch.equal(a, b) for a, b in zip(opt_a.masters, before))  # the weights moved
+    for a, b in zip(opt_a.masters, opt_b.masters):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
