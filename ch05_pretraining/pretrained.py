@@ -66,8 +66,11 @@ def load_pretrained(
         model = load_gpt2(name, device=device)
         where = GPT2_REPOS[GPT2_ALIASES.get(name, name)]
         source = f"OpenAI's GPT-2 {name} ({where})"
-    except WeightsUnavailableError as err:
-        print(f"OpenAI's {name} weights are not available here:\n{err}\n")
+    except WeightsUnavailableError:  # load_gpt2(name) alone shows the full reason
+        repo = GPT2_REPOS[GPT2_ALIASES.get(name, name)]
+        print(f"OpenAI's {name} weights could not be loaded (no network and not in the Hugging Face cache), so the "
+              f"chapter-5 model stands in; to use OpenAI's, go online once, set HF_ENDPOINT to a mirror, or download "
+              f"{repo}'s config.json and model.safetensors into a folder and pass it to load_gpt2", flush=True)
         settings = substitute_settings(smoke)
         where = _shown(settings.out)
         if not (settings.out / "model.safetensors").is_file():
