@@ -19,7 +19,7 @@ from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS, WeightsUnava
 from ch05_pretraining.cli_tools import STATE_NAME, UsageError
 from ch05_pretraining.pretrain_run import DEFAULT_OUT, SMOKE_DEFAULTS, SMOKE_OUT, PretrainSettings, pretrain
 
-__all__ = ["load_pretrained", "substitute_settings", "DEFAULT_OUT", "SMOKE_OUT"]
+__all__ = ["load_pretrained", "load_base_model", "is_gpt2_size", "substitute_settings", "DEFAULT_OUT", "SMOKE_OUT"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +83,18 @@ def load_pretrained(
     print(f"loaded {sum(p.numel() for p in model.parameters()):,} parameters (emb_dim {cfg.emb_dim}, {cfg.n_layers} "
           f"layers, context_length {cfg.context_length}) from {where}")
     return model, source
+
+
+def is_gpt2_size(name: str) -> bool:
+    """Whether a --model value names a GPT-2 size (a name wins over a folder of that name, as in load_gpt2)."""
+    return name in GPT2_REPOS or name in GPT2_ALIASES
+
+
+def load_base_model(model: str, device: torch.device, *, smoke: bool = False) -> tuple[GPTModel, str]:
+    """The fine-tuning commands' --model: a GPT-2 size (load_pretrained) or a checkpoint folder; a UsageError if unreadable."""
+    if is_gpt2_size(model):
+        return load_pretrained(model, device, smoke=smoke)
+    try:
+        return load_gpt2(Path(model), device=device), f"the checkpoint in {model}"
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"--model {model}: {err}") from None

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ch02_text_data import DownloadError
-from ch05_pretraining import TrainConfig, WeightsUnavailableError, autocast_dtype, load_gpt2, train_model
+from ch05_pretraining import TrainConfig, WeightsUnavailableError, autocast_dtype, train_model
 from ch05_pretraining import use_fused_kernels
 from ch05_pretraining.cli_tools import (
     STATE_NAME,
@@ -44,7 +44,7 @@ from ch05_pretraining.cli_tools import (
     write_json_atomically,
 )
 from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS
-from ch05_pretraining.pretrained import load_pretrained
+from ch05_pretraining.pretrained import is_gpt2_size, load_base_model
 from ch06_classification.classification import (
     CLASSIFIER_CONFIG,
     CLASSIFIER_WEIGHTS,
@@ -130,11 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
 # --- helpers -------------------------------------------------------------------------------------------
 
 
-def _is_size(name: str) -> bool:
-    """Whether --model names a GPT-2 size (a name wins over a folder of that name, as in load_gpt2)."""
-    return name in GPT2_REPOS or name in GPT2_ALIASES
-
-
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse option values that cannot work, before anything is read or written; fill in the defaults."""
     for name in ("epochs", "batch_size", "checkpoint_every", "eval_freq", "stop_at_step", "max_length", "lora"):
@@ -153,10 +148,10 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.lora is not None and args.trainable is not None:
         raise UsageError("--lora trains adapters on every layer plus the head, --trainable a part of the layers: "
                          "pass one of them")
-    if not _is_size(args.model) and not Path(args.model).is_dir():
+    if not is_gpt2_size(args.model) and not Path(args.model).is_dir():
         sizes = ", ".join([*GPT2_REPOS, *GPT2_ALIASES])
         raise UsageError(f"--model {args.model}: neither a GPT-2 size ({sizes}) nor a folder")
-    if not _is_size(args.model) and (Path(args.model) / CLASSIFIER_CONFIG).is_file():
+    if not is_gpt2_size(args.model) and (Path(args.model) / CLASSIFIER_CONFIG).is_file():
         raise UsageError(f"--model {args.model} holds a classifier; train starts from a language model: a GPT-2 size "
                          "or a folder of config.json + model.safetensors (chapter 5 writes one)")
     args.lr = args.lr if args.lr is not None else (5e-4 if args.lora else 5e-5)  # the notebooks' rates
@@ -193,16 +188,6 @@ def _split(args: argparse.Namespace, df: pd.DataFrame) -> list[pd.DataFrame]:
     return list(parts)
 
 
-def _base_model(args: argparse.Namespace, device: torch.device):
-    """The pretrained language model to fine-tune, and a sentence naming it."""
-    if _is_size(args.model):
-        return load_pretrained(args.model, device, smoke=args.smoke)
-    try:
-        return load_gpt2(Path(args.model), device=device), f"the checkpoint in {args.model}"
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(f"--model {args.model}: {err}") from None
-
-
 def _check_state_fits(state_path: Path, model: torch.nn.Module, source: str) -> None:
     """--resume: the saved weights must have the shapes of this run's model (not a size-mismatch traceback)."""
     saved = torch.load(state_path, map_location="cpu", weights_only=True, mmap=True)["model"]
@@ -230,7 +215,7 @@ def _train(args: argparse.Namespace) -> None:
     tokenizer = gpt2_tokenizer()
 
     torch.manual_seed(args.seed)
-    model, source = _base_model(args, device)
+    model, source = load_base_model(args.model, device, smoke=args.smoke)
     print(f"base model: {source}", flush=True)
     dataset = partial(SpamDataset, tokenizer=tokenizer, context_length=model.cfg.context_length, labels=labels)
     try:

@@ -39,7 +39,6 @@ from ch05_pretraining import (
     TrainConfig,
     WeightsUnavailableError,
     autocast_dtype,
-    load_gpt2,
     train_model,
 )
 from ch05_pretraining.cli_tools import (
@@ -54,7 +53,7 @@ from ch05_pretraining.cli_tools import (
     gpt2_tokenizer,
     write_json_atomically,
 )
-from ch05_pretraining.pretrained import load_pretrained
+from ch05_pretraining.pretrained import is_gpt2_size, load_base_model
 from ch06_classification import apply_lora, merge_lora
 from ch07_instruction.instruction import (
     PROMPT_STYLES,
@@ -216,21 +215,6 @@ def _load_model_dir(folder: Path, device: torch.device):
 # --- finetune ------------------------------------------------------------------------------------------
 
 
-def _is_size(name: str) -> bool:
-    """Whether --model names a GPT-2 size (a name wins over a folder of that name, as in load_gpt2 and chapter 6)."""
-    return name in GPT2_REPOS or name in GPT2_ALIASES
-
-
-def _base_model(args: argparse.Namespace, device: torch.device):
-    """(model, sentence naming it): OpenAI's GPT-2 (or the chapter-5 substitute) for a size name, else a folder."""
-    if _is_size(args.model):
-        return load_pretrained(args.model, device, smoke=args.smoke)
-    try:
-        return load_gpt2(Path(args.model), device=device), f"the checkpoint in {args.model}"
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(f"--model {args.model}: {err}") from None
-
-
 def _finetune(args: argparse.Namespace) -> None:
     records = _load_records(args.data, ("instruction", "output"), not_blank=("instruction", "output"))
     if args.smoke:
@@ -239,7 +223,7 @@ def _finetune(args: argparse.Namespace) -> None:
     if len(records) - n_val < args.batch_size:
         raise UsageError(f"{args.data} has {len(records)} records: too few for a validation share of "
                          f"{args.val_fraction} and batches of {args.batch_size}")
-    if not _is_size(args.model) and not Path(args.model).is_dir():
+    if not is_gpt2_size(args.model) and not Path(args.model).is_dir():
         raise UsageError(f"--model {args.model}: no such folder, and not a GPT-2 size "
                          f"({', '.join([*GPT2_REPOS, *GPT2_ALIASES])})")
     check_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
@@ -251,7 +235,7 @@ def _finetune(args: argparse.Namespace) -> None:
     tokenizer = gpt2_tokenizer()
     device = cli_device(args.device)
     torch.manual_seed(args.seed)
-    model, source = _base_model(args, device)
+    model, source = load_base_model(args.model, device, smoke=args.smoke)
     print(f"base model: {source}", flush=True)
     _check_prompts_fit(records, tokenizer, args.style, model.cfg.context_length, args.data)
     if args.lora is not None:

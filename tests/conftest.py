@@ -75,3 +75,17 @@ def gpt2_tokenizer():
         if _mirror_set():
             raise
         pytest.skip(f"tiktoken cannot load gpt2: {err}")
+
+
+@pytest.fixture
+def disk_full_halfway(monkeypatch):
+    """Path.write_text writes half its text, then fails as a full disk does; monkeypatch.undo() ends it."""
+    from pathlib import Path
+
+    real_write_text = Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)

@@ -12,6 +12,7 @@ import pytest
 import tiktoken
 import torch
 
+import ch05_pretraining.pretrained as pretrained
 import ch06_classification.cli as cli
 from ch02_text_data import DownloadError
 from ch04_gpt_model import GPTConfig, GPTModel
@@ -40,14 +41,14 @@ def csv_text(n: int = 40, header: str = "text,label", labels: tuple[str, str] = 
 
 @pytest.fixture
 def fake_base(monkeypatch):
-    """cli.load_pretrained returns a fresh tiny model (seconds, no download); records the smoke flag it got."""
+    """load_pretrained returns a fresh tiny model (seconds, no download); records the smoke flag it got."""
     calls = []
 
     def load(name, device=None, *, smoke=False):
         calls.append(smoke)
         return tiny_model().to(device), "a tiny test model"
 
-    monkeypatch.setattr(cli, "load_pretrained", load)
+    monkeypatch.setattr(pretrained, "load_pretrained", load)
     return calls
 
 

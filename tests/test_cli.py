@@ -339,16 +339,10 @@ def test_smoke_sets_its_defaults_but_explicit_options_win():
     assert args.batch_size == 8
 
 
-def test_run_args_json_is_written_whole_or_not_at_all(text_file, tmp_path, monkeypatch):
+def test_run_args_json_is_written_whole_or_not_at_all(text_file, tmp_path, monkeypatch, request):
     settings = run.check_settings(run.PretrainSettings(**SMOKE_DEFAULTS, text=text_file, out=tmp_path))
     (tmp_path / "run_args.json").write_text('{"lr": 0.0005}', encoding="utf-8")  # a run that never trained
-    real_write_text = Path.write_text
-
-    def disk_full(self, text, *args, **kwargs):  # half the text lands, then the disk is full
-        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_text", disk_full)
+    request.getfixturevalue("disk_full_halfway")  # half the text lands, then the disk is full
     with pytest.raises(OSError, match="No space left"):
         run._write_run_record(settings, {"lr": 1e-3, "seed": 123})
     monkeypatch.undo()

@@ -9,7 +9,6 @@ import time
 import urllib.error
 import urllib.request
 from functools import partial
-from pathlib import Path
 
 import pytest
 import tiktoken
@@ -476,16 +475,10 @@ def test_save_responses_round_trip(tmp_path):
         save_responses([ENTRY_IN, ENTRY_NO_IN], ["A."], tmp_path / "x.json")
 
 
-def test_save_responses_leaves_no_partial_file_when_the_write_fails(tmp_path, monkeypatch):
+def test_save_responses_leaves_no_partial_file_when_the_write_fails(tmp_path, monkeypatch, request):
     path = tmp_path / "answers.json"
     path.write_text("the earlier answers", encoding="utf-8")
-    real_write_text = Path.write_text
-
-    def disk_full(self, text, *args, **kwargs):  # half the text lands, then the disk is full
-        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_text", disk_full)
+    request.getfixturevalue("disk_full_halfway")  # half the text lands, then the disk is full
     with pytest.raises(OSError, match="No space left"):
         save_responses([ENTRY_IN], ["A."], path)
     monkeypatch.undo()

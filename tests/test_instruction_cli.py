@@ -11,6 +11,7 @@ import torch
 from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining import load_checkpoint, load_gpt2, save_hf_checkpoint
 from ch07_instruction import extract_response, format_prompt, generate_batched, load_instruction_model
+import ch05_pretraining.pretrained as pretrained
 import ch07_instruction.cli as cli
 from ch07_instruction.cli import main
 
@@ -190,7 +191,7 @@ def test_a_gpt2_size_name_wins_over_a_folder_of_that_name(base_dir, data_file, t
         torch.manual_seed(1)
         return GPTModel(GPTConfig(**TINY)).to(device), "OpenAI's GPT-2 gpt2 (a test stand-in)"
 
-    monkeypatch.setattr(cli, "load_pretrained", load_pretrained)
+    monkeypatch.setattr(pretrained, "load_pretrained", load_pretrained)
     assert main(["finetune", str(data_file), "--out", str(tmp_path / "out"), "--model", "gpt2", "--batch-size", "4",
                  "--val-fraction", "0.2", "--stop-at-step", "1", "--no-progress", "--device", "cpu"]) == 0
     assert asked == ["gpt2"] and "base model: OpenAI's GPT-2 gpt2" in capsys.readouterr().out
