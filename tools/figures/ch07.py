@@ -621,8 +621,7 @@ def evaluation() -> Figure:
     """What each score of sections 7.7 and 7.8 reads: the reference answers, the written answers, or both."""
     fig, ax = canvas(9.5, 4.1)
     top, low = 3.25, 1.3
-    text(ax, 0.2, 3.9, "Scoring the test set (sections 7.5 to 7.8; numbers from this notebook's run)", size=SMALL + 1,
-         weight="bold", ha="left")
+    text(ax, 0.2, 3.9, "Scoring the test set (sections 7.5 to 7.8)", size=SMALL + 1, weight="bold", ha="left")
     box(ax, 1.25, top, 1.9, 0.75, "test_data\n110 records", kind="text", mono=True, size=SMALL + 0.5)
     box(ax, 4.1, top, 2.5, 0.75, "answer_instructions\n(batched, greedy)", kind="layer", mono=True, size=SMALL)
     box(ax, 6.75, top, 1.5, 0.75, "responses\n110 answers", kind="text", mono=True, size=SMALL + 0.5)
@@ -631,18 +630,15 @@ def evaluation() -> Figure:
     arrow(ax, (5.35, top), (6.0, top))
     arrow(ax, (7.5, top), (7.8, top))
 
+    # what each score says (its numbers are printed by the notebook's cells, not drawn here)
     scores = [(1.45, "answer_loss", "loss", False,
-               ["base:       loss 9.953, perplexity 21013.9", "fine-tuned: loss 5.888, perplexity   360.6",
-                "over 1,454 answer tokens"]),
-              (5.0, "rouge_l", "op", False, ["mean 0.163, median 0.135", "42 of 110 answers score 0"]),
-              (8.05, "Judge (optional)", "layer", True,
-               ["a score from 0 to 100 per answer,", "answer vs reference", "(no judge set up in this run)"])]
+               ["loss and perplexity per answer token,", "base vs fine-tuned model"]),
+              (5.0, "rouge_l", "op", False, ["shared words in order (LCS),", "0 to 1 per answer"]),
+              (8.05, "Judge (optional)", "layer", True, ["a score from 0 to 100 per answer,", "from a local model"])]
     for x, name, kind, dashed, lines in scores:
         box(ax, x, low, 2.2, 0.55, name, kind=kind, mono=True, dashed=dashed, size=SMALL + 0.5)
         for i, line in enumerate(lines):
-            loss = name == "answer_loss"
-            text(ax, 0.3 if loss else x, low - 0.52 - i * 0.24, line, mono=loss, size=SMALL - (0.5 if loss else 0),
-                 ha="left" if loss else "center", color=INK if i < 2 else MUTED)
+            text(ax, x, low - 0.52 - i * 0.24, line, size=SMALL, color=INK)
     # what each score reads
     edge_top, edge_low = top - 0.38, low + 0.28
     arrow(ax, (1.25, edge_top), (1.35, edge_low))
@@ -704,8 +700,11 @@ def dpo_loss_terms() -> Figure:
     ax.plot([x0, x0], [y0, y1], color=INK, lw=0.8)
     for m in (-2, -1, 0, 1, 2, 3):
         text(ax, px(m), y0 - 0.08, str(m), size=SMALL - 1, color=MUTED, va="top")
+    for v in (0, 1, 2):
+        ax.plot([x0 - 0.05, x0], [py(v), py(v)], color=INK, lw=0.8)
+        text(ax, x0 - 0.08, py(v), str(v), size=SMALL - 1, color=MUTED, ha="right", va="center")
     text(ax, (x0 + x1) / 2, y0 - 0.33, "margin", size=SMALL, color=MUTED)
-    text(ax, x0 - 0.12, (y0 + y1) / 2, "loss", size=SMALL, color=MUTED, rotation=90, ha="right")
+    text(ax, x0 - 0.3, (y0 + y1) / 2, "loss", size=SMALL, color=MUTED, rotation=90, ha="right")
     for m, label in [(0.0, f"policy == reference: log 2 = {math.log(2):.4f}"), (margin, f"this example: {loss.item():.4f}")]:
         v = -math.log(1 / (1 + math.exp(-m)))
         ax.plot([px(m)], [py(v)], "o", color=INK, ms=4, zorder=4)
