@@ -1,4 +1,4 @@
-"""The README's table of bad inputs is made from the test rows that check them, and stays in step with them."""
+"""The bad-input table in docs/command-lines.md is made from the tests that check those inputs, and stays in step."""
 import subprocess
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_readme_bad_input_table_matches_the_tests():
+def test_the_bad_input_table_matches_the_tests():
     done = subprocess.run([sys.executable, "tools/bad_input_table.py", "--check"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -37,3 +37,9 @@ def test_the_table_tool_leaves_the_test_modules_pytest_imported_alone(monkeypatc
         monkeypatch.setitem(sys.modules, name, module)
     assert _table_tool().rows()
     assert {name: sys.modules.get(name) for name in imported} == imported
+
+
+def test_the_readme_links_the_table_and_does_not_repeat_it():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "](docs/command-lines.md)" in readme
+    assert _table_tool().BEGIN not in readme

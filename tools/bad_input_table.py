@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Write the README's table of bad inputs from the test rows that check them.
+"""Write the table of bad inputs in docs/command-lines.md from the test rows that check them.
 
 Every row of the table is one case of `tests/test_bad_inputs.py` (chapters 5 and 7) or
 `tests/test_classification_cli.py` (chapter 6): the test runs the command on that input and checks the exit
-status, the one line it prints, and that the folder is byte for byte as it was. The table sits in README.md
-between two marker lines.
+status, the one line it prints, and that the folder is byte for byte as it was. The table sits in
+docs/command-lines.md between two marker lines.
 
-    python tools/bad_input_table.py           # rewrite the table in README.md
-    python tools/bad_input_table.py --check   # exit 1 if README.md's table differs from the tests
+    python tools/bad_input_table.py           # rewrite the table in docs/command-lines.md
+    python tools/bad_input_table.py --check   # exit 1 if the table there differs from the tests
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+DOC = ROOT / "docs" / "command-lines.md"
 BEGIN = "<!-- bad-input table: written by tools/bad_input_table.py from the tests; do not edit by hand -->"
 END = "<!-- end of the bad-input table -->"
 SOURCES = ("tests/test_bad_inputs.py", "tests/test_classification_cli.py")
@@ -67,22 +67,24 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md's table is out of date")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if the table in docs/command-lines.md is out of date")
     args = parser.parse_args(argv)
-    text = README.read_text(encoding="utf-8")
+    text = DOC.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
     if not pattern.search(text):
-        print(f"README.md has no bad-input table (the line {BEGIN!r}): add the two marker lines", file=sys.stderr)
+        print(f"{DOC.relative_to(ROOT)} has no bad-input table (the line {BEGIN!r}): add the two marker lines",
+              file=sys.stderr)
         return 1
     new = pattern.sub(lambda _: render(), text)
     if args.check:
         if new != text:
-            print("README.md's bad-input table differs from the tests: run python tools/bad_input_table.py",
-                  file=sys.stderr)
+            print(f"the bad-input table in {DOC.relative_to(ROOT)} differs from the tests: "
+                  "run python tools/bad_input_table.py", file=sys.stderr)
             return 1
         return 0
-    README.write_text(new, encoding="utf-8")
-    print(f"wrote {len(rows())} rows to {README.relative_to(ROOT)}")
+    DOC.write_text(new, encoding="utf-8")
+    print(f"wrote {len(rows())} rows to {DOC.relative_to(ROOT)}")
     return 0
 
 
