@@ -467,7 +467,7 @@ def probed_build(args):
 run._build_model = probed_build
 status = cli.main(argv)
 torch.save(probe, os.path.join(probe_dir, "rank" + os.environ["RANK"] + ".pt"))
-sys.exit(status)
+cli.exit_process(status)
 """
 ENV = {"OMP_NUM_THREADS": "1", "LLMS_DEVICE": "cpu"}
 

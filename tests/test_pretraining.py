@@ -44,6 +44,7 @@ from ch05_pretraining import (
     train_model,
     use_fused_kernels,
 )
+from ch05_pretraining.cli import exit_process
 
 TRAIN_CHARS, VAL_CHARS = 800, 500  # 800 characters -> 24 windows of 32 -> 6 batches of 4 per epoch
 BATCH, MAX_LEN = 4, 32
@@ -1002,7 +1003,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, text: str, ckpt: str, mod
     from torch.nn.parallel import DistributedDataParallel as DDP
     from torch.utils.data.distributed import DistributedSampler
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     torch.set_num_threads(1)
     try:
@@ -1022,6 +1023,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, text: str, ckpt: str, mod
         torch.save(model.state_dict(), f"{out}.rank{rank}")
     finally:
         dist.destroy_process_group()
+    exit_process(0)  # as the command line does after DDP: no interpreter teardown while gloo's threads run
 
 
 def test_ddp_resume_restores_each_process_random_state(text, tmp_path):
