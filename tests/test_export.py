@@ -75,3 +75,63 @@ def test_notebook_without_export_cells_is_an_error(tmp_path):
     make_notebook(nb, [("code", "x = 1")])
     with pytest.raises(SystemExit, match="no cell starts with"):
         export_modules.render_module(nb, root=tmp_path)
+
+
+FIRST_CELL = """# NBVAL_SKIP
+import os, subprocess, sys
+from importlib.metadata import version
+
+if "google.colab" in sys.modules:
+    REPO = "https://example.invalid/made-up"
+    os.chdir(os.path.join(ROOT, "old_folder"))
+
+print(version("torch"))"""
+
+
+def run_colab_cell(source: str, monkeypatch, env: dict) -> list:
+    """Execute a first cell as on Colab (google.colab imported), recording instead of running commands."""
+    calls = []
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    monkeypatch.setattr("subprocess.run", lambda cmd, check: calls.append(cmd))
+    monkeypatch.setattr("os.path.isdir", lambda path: False)
+    monkeypatch.setattr("os.chdir", lambda path: calls.append(["cd", path]))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("COURSE_REPO", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    exec(source, {})
+    return calls
+
+
+def test_without_a_repository_url_the_colab_cell_asks_for_course_repo(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n\n[project.urls]\n# Repository = \"https://a/b\"\n")
+    assert export_modules.repository_url(tmp_path) is None
+    cell = export_modules.with_colab_block(FIRST_CELL, "ch09_demo", None)
+    assert "example.invalid" not in cell and "old_folder" not in cell and cell.endswith('print(version("torch"))')
+    with pytest.raises(SystemExit) as stop:
+        run_colab_cell(cell, monkeypatch, {})
+    assert "COURSE_REPO" in str(stop.value) and "\n" not in str(stop.value)
+    calls = run_colab_cell(cell, monkeypatch, {"COURSE_REPO": "https://git.example/mine"})
+    assert calls[0][:4] == ["git", "clone", "--depth", "1"] and calls[0][4] == "https://git.example/mine"
+    assert calls[-1] == ["cd", "/content/llm-from-scratch/ch09_demo"]
+
+
+def test_the_repository_url_in_pyproject_becomes_the_clone_default(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[project.urls]\nRepository = "https://git.example/course"\n\n[tool.x]\n')
+    url = export_modules.repository_url(tmp_path)
+    assert url == "https://git.example/course"
+    calls = run_colab_cell(export_modules.with_colab_block(FIRST_CELL, "ch09_demo", url), monkeypatch, {})
+    assert calls[0][4] == "https://git.example/course"
+
+
+def test_check_reports_a_stale_colab_block_and_write_fixes_it(tmp_path, capsys):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (tmp_path / "ch09_demo").mkdir()
+    nb = tmp_path / "ch09_demo" / "ch09.ipynb"
+    make_notebook(nb, [("markdown", "# Demo"), ("code", FIRST_CELL), ("code", "# export\nX = 1")])
+    assert export_modules.main(["--check"], root=tmp_path, exports=[]) == 1
+    assert "ch09_demo/ch09.ipynb" in capsys.readouterr().out
+    assert export_modules.main([], root=tmp_path, exports=[]) == 0
+    assert export_modules.main(["--check"], root=tmp_path, exports=[]) == 0
+    first = "".join(json.loads(nb.read_text())["cells"][1]["source"])
+    assert 'os.environ.get("COURSE_REPO")' in first and '"ch09_demo"' in first

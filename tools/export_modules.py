@@ -8,6 +8,9 @@ summary module, under a banner that names the notebook, with a generated `__all_
     python tools/export_modules.py           # (re)write every module
     python tools/export_modules.py --check   # exit 1 if any module differs from its notebook
 
+It also writes the Colab bootstrap in the first cell of every notebook from one place, the `Repository`
+URL in pyproject.toml's [project.urls]. Without one, the cell asks for COURSE_REPO instead of guessing.
+
 The test suite runs the `--check` form, so a notebook edited without re-exporting fails CI.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import ast
 import difflib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -107,6 +111,60 @@ def render_module(notebook: Path, root: Path = ROOT) -> str:
     return f"{banner}{docstring}\n{code}\n\n\n{all_block}"
 
 
+COLAB_START = 'if "google.colab" in sys.modules:'
+COLAB_ROOT = "/content/llm-from-scratch"
+
+
+def repository_url(root: Path = ROOT) -> str | None:
+    """The `Repository` URL under [project.urls] in pyproject.toml, or None while the course has no public home."""
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    table = re.search(r"^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    url = table and re.search(r'^Repository\s*=\s*"([^"]+)"', table.group(1), re.M)
+    return url.group(1) if url else None
+
+
+def colab_block(folder: str, url: str | None) -> str:
+    """The Colab part of a notebook's first cell: clone and install the course, then enter `folder`."""
+    default = f', "{url}"' if url else ""
+    return "\n".join([
+        f"{COLAB_START}  # written by tools/export_modules.py from pyproject.toml",
+        f'    REPO = os.environ.get("COURSE_REPO"{default})',
+        "    if not REPO:",
+        '        sys.exit("Set COURSE_REPO to the git URL of your copy of this course "',
+        '                 "(os.environ[\'COURSE_REPO\'] = \'https://...\'), then run this cell again.")',
+        f'    ROOT = "{COLAB_ROOT}"',
+        "    if not os.path.isdir(ROOT):",
+        '        subprocess.run(["git", "clone", "--depth", "1", REPO, ROOT], check=True)',
+        '        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", ROOT], check=True)',
+        "    sys.path.insert(0, ROOT)",
+        f'    os.chdir(os.path.join(ROOT, "{folder}"))  # <- this notebook\'s folder',
+    ])
+
+
+def with_colab_block(source: str, folder: str, url: str | None) -> str:
+    """The first cell's source with its Colab block (from COLAB_START to the os.chdir line) rewritten."""
+    lines = source.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith(COLAB_START)), None)
+    if start is None:
+        raise SystemExit(f"the first code cell has no line starting with {COLAB_START!r}")
+    end = next(i for i in range(start, len(lines)) if lines[i].lstrip().startswith("os.chdir("))
+    return "\n".join(lines[:start] + [colab_block(folder, url)] + lines[end + 1:])
+
+
+def update_first_cell(notebook: Path, url: str | None, check: bool) -> bool:
+    """Rewrite the notebook's Colab block (or with check, only compare); True if it was out of date."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    old = "".join(cell["source"])
+    new = with_colab_block(old, notebook.parent.name, url)
+    if new == old:
+        return False
+    if not check:
+        cell["source"] = new.splitlines(keepends=True)
+        notebook.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return True
+
+
 def main(argv: list[str] | None = None, root: Path = ROOT, exports: list[tuple[str, str]] = EXPORTS) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="report drift instead of writing")
@@ -128,8 +186,17 @@ def main(argv: list[str] | None = None, root: Path = ROOT, exports: list[tuple[s
         else:
             module.write_text(text, encoding="utf-8")
             print(f"wrote {module_rel}")
+    url = repository_url(root)
+    for notebook in sorted(root.glob("*/*.ipynb")):
+        if update_first_cell(notebook, url, args.check):
+            rel = notebook.relative_to(root).as_posix()
+            if args.check:
+                drift += 1
+                print(f"{rel}: its first cell's Colab block differs from the one pyproject.toml gives")
+            else:
+                print(f"wrote the Colab block of {rel}")
     if drift:
-        print(f"\n{drift} module(s) drifted: run `python tools/export_modules.py` and commit the result.")
+        print(f"\n{drift} file(s) drifted: run `python tools/export_modules.py` and commit the result.")
     return 1 if drift else 0
 
 
