@@ -186,7 +186,7 @@ def generate_text_simple(model: nn.Module, idx: torch.Tensor, max_new_tokens: in
     """Greedy decoding: append max_new_tokens argmax tokens; the model sees the last context_length tokens."""
     _check_generate_args(idx, max_new_tokens, context_length)
     for _ in range(max_new_tokens):
-        idx_cond = idx[:, -context_length:]  # (batch, <= context_length): crop, as GPT-2 does
+        idx_cond = idx[:, -context_length:]  # (batch, <= context_length): crop to the last context_length
         with torch.no_grad():
             logits = model(idx_cond)  # (batch, tokens, vocab_size)
         next_id = logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (batch, 1)
