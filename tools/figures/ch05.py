@@ -1,8 +1,9 @@
 """Concept diagrams for chapter 5 (ch05_pretraining/ch05.ipynb): the loss, the data, the loop, decoding, resuming.
 
-Numbers that a reader can find in the notebook are the notebook's: its printed outputs (losses, probabilities,
-gradient norms, token counts) are copied here where recomputing them would mean training a model, and the toy
-decoding example (`next_token_logits`) and the learning-rate schedule are recomputed with the same formulas.
+Numbers that a reader can find in the notebook are the notebook's: the printed outputs of seeded, deterministic
+cells (probabilities, gradient norms, token counts) are copied here, and the toy decoding example
+(`next_token_logits`) and the learning-rate schedule are recomputed with the same formulas. No figure quotes the
+result of a training run: a re-run on other hardware changes those digits, and the notebook prints them.
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def cross_entropy() -> Figure:
 
 @figure("ch05_perplexity", NB)
 def perplexity() -> Figure:
-    """Perplexity exp(loss) as the number of equally likely tokens, with the chapter's losses on a log axis."""
+    """Perplexity exp(loss) as the number of equally likely tokens, with landmarks of the chapter on a log axis."""
     fig, ax = canvas(9.2, 3.7)
     # left: a fair choice among 4 tokens
     text(ax, 1.35, 3.35, "a fair pick among k = 4 tokens", size=SMALL + 0.5, weight="bold")
@@ -151,7 +152,7 @@ def perplexity() -> Figure:
     for i, line in enumerate(["loss = -ln(1/4) = ln 4 = 1.386", "perplexity = exp(1.386) = 4"]):
         text(ax, 1.35, 1.35 - i * 0.33, line, mono=True, size=SMALL)
     text(ax, 1.35, 0.45, "k tokens: loss ln k, perplexity k", size=SMALL, color=MUTED, style="italic")
-    # right: the chapter's numbers on a log axis
+    # right: landmarks on a log axis (no training results: the notebook prints those)
     x0, x1, ay = 3.3, 8.65, 1.75
 
     def xpos(p: float) -> float:  # 1 .. 100,000 on a log scale across the axis
@@ -165,8 +166,7 @@ def perplexity() -> Figure:
          weight="bold")
     marks = [  # perplexity, label, above?, ha
         (1.0, "1: certain and right\n(loss 0)", True, "left"),
-        (math.exp(0.920), "2.5: training text after\nsection 5.9 (loss 0.920)", False, "left"),
-        (math.exp(6.257), "522: validation text after\nsection 5.9 (loss 6.257)", True, "right"),
+        (4.0, "4: the fair pick on the\nleft (loss 1.386)", False, "left"),
         (50257, "50,257: uniform over\nvocab_size (loss 10.82)", True, "right"),
         (60429, "60,429: untrained model,\nsection 5.2 (loss 11.01)", False, "right"),
     ]
@@ -177,6 +177,9 @@ def perplexity() -> Figure:
         ax.plot([x, x], [ay + (0.08 if above else -0.08), ly + (-0.22 if above else 0.22)], color=MUTED, lw=0.8)
         dx = {"left": -0.05, "center": 0, "right": 0.05}[ha]
         text(ax, x + dx, ly, label, size=SMALL, ha=ha)
+    arrow(ax, (xpos(20000), 0.45), (xpos(8), 0.45), color=ORANGE[1], lw=1.8)
+    text(ax, (xpos(20000) + xpos(8)) / 2, 0.62, "training lowers the loss: the model moves left", size=SMALL,
+         color=ORANGE[1], style="italic")
     return fig
 
 
@@ -222,34 +225,6 @@ def train_val_split() -> Figure:
     brace(ax, cx0, cx0 + 7 * cw, 1.28, "", below=False)
     text(ax, cx0 + 3.5 * cw, 1.36, "inputs = chunk[:-1]  (256,)", mono=True, size=SMALL, va="bottom")
     brace(ax, cx0 + cw, cx0 + 8 * cw, 0.74, "targets = chunk[1:]  (256,)")
-    return fig
-
-
-@figure("ch05_temperature", NB)
-def temperature() -> Figure:
-    """One next-token distribution, softmax(logits / T), at T = 0.1, 1 and 5 (the notebook's toy logits)."""
-    fig, ax = canvas(9.4, 5.3)
-    cx0, cw = 2.75, 0.72
-    xs = [cx0 + (i + 0.5) * cw for i in range(len(VOCAB))]
-    for x, word in zip(xs, VOCAB):
-        text(ax, x, 5.05, word, mono=True, size=SMALL)
-    text(ax, 0.2, 4.72, "next_token_logits", mono=True, size=SMALL + 0.5, ha="left")
-    cells(ax, cx0, 4.9, [f"{v:.2f}" for v in LOGITS], cell_w=cw, cell_h=0.36, kind="logits", size=SMALL)
-    rows = [(0.1, "sharper: nearly greedy"), (1.0, "the model's own distribution"), (5.0, "flatter: towards 1/9 each")]
-    row_h, bar_h = 1.3, 0.95
-    for r, (t, note) in enumerate(rows):
-        base = 3.2 - r * row_h
-        probs = _softmax([v / t for v in LOGITS])
-        text(ax, 0.2, base + 0.62, f"T = {t:g}", size=SMALL + 1.5, weight="bold", ha="left")
-        text(ax, 0.2, base + 0.3, f"softmax(logits / {t:g})", mono=True, size=SMALL, ha="left")
-        text(ax, 0.2, base + 0.05, note, size=SMALL, ha="left", color=MUTED, style="italic")
-        ax.plot([cx0, cx0 + len(VOCAB) * cw], [base, base], color=MUTED, lw=0.8)
-        for x, p in zip(xs, probs):
-            _bar(ax, x, base, cw * 0.6, bar_h * p)
-            if p >= 0.005:
-                text(ax, x, base + bar_h * p + 0.04, f"{p:.2f}", mono=True, size=SMALL - 0.5, va="bottom")
-    text(ax, 0.2, 0.25, "Dividing by T < 1 stretches the gaps between logits (softmax exaggerates them); "
-         "T > 1 shrinks them. T = 0 in generate means greedy (argmax).", size=SMALL, ha="left", color=INK)
     return fig
 
 
