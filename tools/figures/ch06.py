@@ -1,7 +1,7 @@
 """Concept diagrams for chapter 6 (ch06_classification/ch06.ipynb): turning the GPT into a spam classifier.
 
-The counts, token ids and accuracies written in these figures are those the notebook prints in its committed
-run (the chapter-5 substitute model, context_length 256); the comments say where each comes from.
+The counts and token ids written in these figures are those the notebook prints (the chapter-5 substitute
+model, context_length 256); the comments say where each comes from.
 """
 from __future__ import annotations
 
@@ -383,7 +383,7 @@ def train_model_reuse() -> Figure:
     steps = [(3.75, "batch = next(train_loader)", "input_ids (8, 120), labels (8,)"),
              (2.95, "loss = loss_fn(batch, model, device, amp_dtype)", "a single number"),
              (2.15, "loss.backward(); optimizer.step()", "AdamW (lr 5e-5) on the requires_grad parameters"),
-             (1.35, "every eval_freq = 50 steps:", "metrics = eval_fn(model, train_loader, val_loader, ...)")]
+             (1.35, "every eval_freq = 26 steps:", "metrics = eval_fn(model, train_loader, val_loader, ...)")]
     for y, code, note in steps:
         box(ax, 2.95, y, 4.4, 0.6, kind="op")
         text(ax, 0.9, y + 0.12, code, mono=True, size=8.5, ha="left")
@@ -402,47 +402,13 @@ def train_model_reuse() -> Figure:
         text(ax, 7.4, y - 0.01, what, size=8.2)
         text(ax, 7.4, y - 0.27, before, size=8, color=MUTED)
         arrow(ax, (5.78, y), (5.22, y), dashed=True)
-    steps_per_epoch, num_epochs = 1045 // 8, 2  # 1,045 training messages, batches of 8, drop_last=True
-    text(ax, 0.2, 0.62, f"{steps_per_epoch} steps per epoch × {num_epochs} epochs = {steps_per_epoch * num_epochs} "
-         "steps; train_model returns history,",
+    steps_per_epoch = 1045 // 8  # 1,045 training messages, batches of 8, drop_last=True; the notebook trains 1 epoch
+    text(ax, 0.2, 0.62, f"{steps_per_epoch} steps in one epoch, an evaluation every {steps_per_epoch // 5}; "
+         "train_model returns history,",
          size=8.5, ha="left", color=MUTED)
     text(ax, 0.2, 0.3, "a dict of lists: step, tokens_seen, examples_seen, lr, "
          "train_loss, val_loss, train_acc, val_acc",
          mono=True, size=8, ha="left")
-    return fig
-
-
-@figure("ch06_experiments", NB)
-def experiments() -> Figure:
-    """Section 6.9's test accuracies and training times, one bar per setting of its table."""
-    rows = [  # (setting, test accuracy %, training time s), as the notebook's settings and table name them
-        ("baseline: last position, last block,\nlongest, pretrained", 82.7, 77),
-        ("pooling: last real token", 75.3, 78), ("pooling: first token", 55.7, 78),
-        ("pooling: mean over the message", 79.0, 75), ("train: head only", 52.0, 79),
-        ("train: all layers", 77.7, 196), ("padding: whole context (256 tokens)", 70.7, 184),
-        ("weights: random initialisation", 78.0, 83)]
-    fig, ax = canvas(9.2, 4.6)
-    x0, scale, top, row_h = 3.45, 3.8 / 100, 3.9, 0.42  # scale: inches per accuracy point
-    text(ax, 0.2, 4.4, "test accuracy after 30 steps (300 test messages)", size=10, ha="left", weight="bold")
-    for x, head in [(8.1, "test\naccuracy"), (8.95, "training\ntime")]:
-        text(ax, x, 4.12, head, size=8.5, ha="right", color=MUTED)
-    for x in (0, 25, 50, 75, 100):
-        ax.plot([x0 + x * scale] * 2, [top - len(rows) * row_h + 0.05, top + 0.15], color="#DDDDDD", lw=0.8, zorder=1)
-        text(ax, x0 + x * scale, top - len(rows) * row_h - 0.1, f"{x}%", size=8, color=MUTED, va="top")
-    for i, (name, acc, seconds) in enumerate(rows):
-        y = top - (i + 0.5) * row_h
-        base = i == 0
-        text(ax, x0 - 0.1, y, name, size=8.5, ha="right", weight="bold" if base else "normal")
-        _bar(ax, x0, y, acc * scale, row_h - 0.12, ORANGE if base else GREY)
-        se = 100 * math.sqrt(acc / 100 * (1 - acc / 100) / 300)  # one standard error over 300 test messages
-        ax.plot([x0 + (acc - se) * scale, x0 + (acc + se) * scale], [y, y], color=INK, lw=1.0, zorder=4)
-        text(ax, 8.1, y, f"{acc:.1f}%", mono=True, size=8.5, ha="right", weight="bold" if base else "normal")
-        text(ax, 8.95, y, f"{seconds} s", mono=True, size=8.5, ha="right", weight="bold" if base else "normal")
-    for x, label in [(50, "chance"), (82.7, "baseline")]:
-        ax.plot([x0 + x * scale] * 2, [top - len(rows) * row_h, top + 0.1], color=MUTED, lw=1.0, ls="--", zorder=3)
-        text(ax, x0 + x * scale, top + 0.12, label, size=8, color=MUTED, va="bottom")
-    text(ax, 0.2, 0.2, "Black whiskers: ± one standard error, √(p(1 − p) / 300), about 2 to 3 points. "
-         "One run and one seed per row.", size=8, ha="left", color=MUTED)
     return fig
 
 
