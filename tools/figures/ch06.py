@@ -402,7 +402,7 @@ def train_model_reuse() -> Figure:
         text(ax, 7.4, y - 0.01, what, size=8.2)
         text(ax, 7.4, y - 0.27, before, size=8, color=MUTED)
         arrow(ax, (5.78, y), (5.22, y), dashed=True)
-    steps_per_epoch = 1045 // 8  # 1,045 training messages, batches of 8, drop_last=True; the notebook trains 1 epoch
+    steps_per_epoch = 1045 // 8  # 1,045 training messages, batches of 8, drop_last=True; the notebook trains 5 epochs
     text(ax, 0.2, 0.62, f"{steps_per_epoch} steps in one epoch, an evaluation every {steps_per_epoch // 5}; "
          "train_model returns history,",
          size=8.5, ha="left", color=MUTED)
