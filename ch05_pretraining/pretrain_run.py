@@ -46,14 +46,8 @@ from ch05_pretraining.cli_tools import (
 )
 from ch05_pretraining.fast_training import MasterWeightAdamW, chunked_loss, reuse_freed_memory
 from ch05_pretraining.gpt2_weights import GPT2_ALIASES, GPT2_REPOS, WeightsUnavailableError, load_gpt2, save_hf_checkpoint
-from ch05_pretraining.pretraining import (
-    TrainConfig,
-    autocast_dtype,
-    generate_and_print_sample,
-    param_groups,
-    train_model,
-    use_fused_kernels,
-)
+from ch05_pretraining.pretraining import autocast_dtype, generate_and_print_sample, param_groups, use_fused_kernels
+from ch05_pretraining.train_loop import TrainConfig, train_model
 
 __all__ = ["PretrainSettings", "check_settings", "pretrain", "MODEL_PRESETS", "SMOKE_DEFAULTS", "DEFAULT_OUT",
            "SMOKE_OUT", "CLI_SMOKE_OUT", "PRODUCTS", "DATA_DIR", "RESUME_KEYS", "RankZeroFailed"]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import ch05_pretraining.pretraining as pretraining
+import ch05_pretraining.train_loop as train_loop
 from ch02_text_data import THE_VERDICT_SHA256, THE_VERDICT_URL, create_dataloader, download_file
 from ch03_attention import MultiHeadAttention
 from ch04_gpt_model import (
@@ -641,7 +642,7 @@ def test_train_model_history_checkpoints_and_stop_at_step(data, tmp_path, monkey
         saved_at.append(state["step"])
         return real_save(path, model, optimizer, state)
 
-    monkeypatch.setattr(pretraining, "save_checkpoint", spy_save)
+    monkeypatch.setattr(train_loop, "save_checkpoint", spy_save)
     ckpt = tmp_path / "ckpts" / "run.pt"
     _, history, _ = run_training(data, ckpt, checkpoint_every=4)
     assert saved_at == [4, 8, 12]  # every 4 steps, and at the end: the final checkpoint is written once
@@ -1245,7 +1246,7 @@ class _SpyBar:
 
 
 def test_train_model_progress_bar_counts_steps_and_shows_the_step_loss(data, monkeypatch):
-    monkeypatch.setattr(pretraining, "tqdm", _SpyBar)
+    monkeypatch.setattr(train_loop, "tqdm", _SpyBar)
     _SpyBar.bars = []
     micro_losses = []
 
@@ -1331,7 +1332,7 @@ def test_resuming_with_nothing_left_to_train_prints_no_summary(data, tmp_path, c
 
 def test_train_model_prints_the_elapsed_time(data, capsys, monkeypatch):
     clock = iter([1000.0, 1012.4])  # train_model reads the clock when it starts and when it ends
-    monkeypatch.setattr(pretraining, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(train_loop, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     run_training(data, stop_at_step=2)
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == f"trained 2 steps ({2 * BATCH * MAX_LEN:,} tokens seen) in 12 s"

@@ -117,7 +117,10 @@ COLAB_ROOT = "/content/llm-from-scratch"
 
 def repository_url(root: Path = ROOT) -> str | None:
     """The `Repository` URL under [project.urls] in pyproject.toml, or None while the course has no public home."""
-    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    text = pyproject.read_text(encoding="utf-8")
     table = re.search(r"^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
     url = table and re.search(r'^Repository\s*=\s*"([^"]+)"', table.group(1), re.M)
     return url.group(1) if url else None
