@@ -50,6 +50,7 @@ EXPORTS: list[tuple[str, str]] = [
     ("ch04_gpt_model/ch04.ipynb", "ch04_gpt_model/gpt_model.py"),
     ("ch05_pretraining/ch05.ipynb", "ch05_pretraining/pretraining.py"),
     ("ch05_pretraining/faster_training.ipynb", "ch05_pretraining/fast_training.py"),
+    ("ch05_pretraining/modern_llms.ipynb", "ch05_pretraining/modern_llms.py"),
     ("ch06_classification/ch06.ipynb", "ch06_classification/classification.py"),
     ("ch06_classification/lora.ipynb", "ch06_classification/lora.py"),
     ("ch07_instruction/ch07.ipynb", "ch07_instruction/instruction.py"),
