@@ -152,7 +152,8 @@ class ModernModel(nn.Module):
         if idx.shape[1] > self.cfg.context_length:
             raise ValueError(f"{idx.shape[1]} tokens exceed context_length={self.cfg.context_length}")
         x = self.tok_emb(idx)  # (batch, tokens, emb_dim)
-        cos, sin = self.cos.to(x.dtype), self.sin.to(x.dtype)
+        t = idx.shape[1]  # only these positions' angles, cast once for all blocks
+        cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
         for block in self.trf_blocks:
             x = block(x, cos, sin)
         return self.out_head(self.final_norm(x))  # (batch, tokens, vocab_size)
