@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ch04_gpt_model import KVCache
+
 
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x^2) + eps) * weight, over the last dimension (no mean subtraction, no bias)."""
@@ -84,17 +86,21 @@ class GroupedQueryAttention(nn.Module):
         self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.W_query(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (b, heads, t, head_dim)
         k = self.W_key(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, kv_heads, t, head_dim)
         v = self.W_value(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos[:t], sin[:t]), apply_rope(k, cos[:t], sin[:t])
-        group = self.n_heads // self.n_kv_heads  # query heads per key/value head
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (b, heads, t, head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:  # section 8: keys and values of earlier tokens, with these appended
+            k, v = cache.update(layer, k, v)  # (b, kv_heads, cached + t, head_dim)
+        # enable_gqa: query head h reads key/value head h // (n_heads // n_kv_heads), like
+        # k.repeat_interleave(n_heads // n_kv_heads, dim=1) but without copying the keys
+        causal = mask is None and k.shape[2] == t  # no cache, or a first call: the usual causal mask
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
 
@@ -127,8 +133,9 @@ class ModernBlock(nn.Module):
         self.norm2 = RMSNorm(cfg.emb_dim, cfg.norm_eps)
         self.ff = SwiGLU(cfg.emb_dim, cfg.hidden_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.att(self.norm1(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.att(self.norm1(x), cos, sin, cache, layer, mask)
         return x + self.ff(self.norm2(x))
 
 
@@ -148,15 +155,26 @@ class ModernModel(nn.Module):
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        if idx.shape[1] > self.cfg.context_length:
-            raise ValueError(f"{idx.shape[1]} tokens exceed context_length={self.cfg.context_length}")
-        x = self.tok_emb(idx)  # (batch, tokens, emb_dim)
-        t = idx.shape[1]  # only these positions' angles, cast once for all blocks
-        cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
-        for block in self.trf_blocks:
-            x = block(x, cos, sin)
-        return self.out_head(self.final_norm(x))  # (batch, tokens, vocab_size)
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, positions: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (batch, t, vocab_size); with a cache, for t tokens after its cache.length (section 8)."""
+        t, start = idx.shape[1], 0 if cache is None else cache.length
+        limit = self.cfg.context_length if cache is None else cache.max_length
+        if start + t > limit:
+            raise ValueError(f"{start} cached + {t} new tokens exceed the {limit} positions available")
+        if positions is None:  # consecutive positions; chapter 7 passes (batch, t) ones for left-padded rows
+            positions = torch.arange(start, start + t, device=idx.device)  # (t,)
+        if mask is None and 0 < start and 1 < t:  # several new tokens after cached ones: causal by hand
+            mask = torch.arange(start + t, device=idx.device) <= torch.arange(start, start + t, device=idx.device)[:, None]
+        x = self.tok_emb(idx)  # (batch, t, emb_dim)
+        cos, sin = self.cos[positions].to(x.dtype), self.sin[positions].to(x.dtype)  # (t, head_dim) or (batch, t, head_dim)
+        if positions.dim() == 2:
+            cos, sin = cos[:, None], sin[:, None]  # (batch, 1, t, head_dim): the same angles for every head
+        for i, block in enumerate(self.trf_blocks):
+            x = block(x, cos, sin, cache, i, mask)
+        if cache is not None:
+            cache.length = start + t
+        return self.out_head(self.final_norm(x))  # (batch, t, vocab_size)
 
 
 LLAMA32_1B = ModernConfig(
@@ -223,6 +241,23 @@ def modern_config_from_hf(hf: dict, context_length: int | None = None) -> Modern
     )
 
 
+class ModernKVCache(KVCache):
+    """Chapter 4's KVCache, holding n_kv_heads heads of head_dim for max_length tokens (default: the context)."""
+
+    def __init__(self, cfg: ModernConfig, batch_size: int, max_length: int | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+        self.max_length = max_length or cfg.context_length
+        shape = (batch_size, cfg.n_kv_heads, self.max_length, cfg.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.length = 0  # positions filled so far
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all layers' keys and values."""
+        return sum(t.nbytes for t in self.keys + self.values)
+
+
 __all__ = [
     "RMSNorm",
     "rope_inv_freq",
@@ -238,4 +273,5 @@ __all__ = [
     "count_parameters",
     "load_hf_state_dict",
     "modern_config_from_hf",
+    "ModernKVCache",
 ]

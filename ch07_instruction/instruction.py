@@ -22,6 +22,7 @@ from appendix_pytorch import check_positive_int
 from ch02_text_data import download_file, write_atomically
 from ch04_gpt_model import GPTModel, KVCache
 from ch05_pretraining import END_OF_TEXT_ID, calc_loss_batch, load_gpt2, save_hf_checkpoint
+from ch05_pretraining.modern_llms import ModernKVCache, ModernModel
 
 
 INSTRUCTION_DATA_URL = (
@@ -182,7 +183,7 @@ def instruction_loss(
     return calc_loss_batch(inputs, targets, model, device, amp_dtype)
 
 
-def forward_padded(model: GPTModel, in_idx: torch.Tensor, cache: KVCache, real: torch.Tensor) -> torch.Tensor:
+def forward_padded(model: GPTModel | ModernModel, in_idx: torch.Tensor, cache: KVCache, real: torch.Tensor) -> torch.Tensor:
     """Logits (batch, t, vocab_size) for t new tokens of a left-padded batch; real (batch, cache.length + t) marks non-pads."""
     t, start = in_idx.shape[1], cache.length
     end = start + t
@@ -196,6 +197,8 @@ def forward_padded(model: GPTModel, in_idx: torch.Tensor, cache: KVCache, real: 
     queries = torch.arange(start, end, device=in_idx.device)[:, None]  # (t, 1)
     allowed = ((keys <= queries) & real[:, None, :]) | (keys == queries)  # (batch, t, end): causal, real, or itself
     allowed = allowed[:, None]  # (batch, 1, t, end): the same for every head
+    if isinstance(model, ModernModel):  # the Llama 3 / Qwen3 model of chapter 5's bonus: RoPE takes the positions
+        return model(in_idx, cache=cache, positions=positions, mask=allowed)
     x = model.drop_emb(model.tok_emb(in_idx) + model.pos_emb(positions))  # (batch, t, emb_dim)
     for i, block in enumerate(model.trf_blocks):  # the steps of TransformerBlock.forward
         att, h = block.att, block.norm1(x)
@@ -226,7 +229,7 @@ def next_token(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None
 
 @torch.no_grad()
 def generate_batched(
-    model: GPTModel,
+    model: GPTModel | ModernModel,
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int,
     *,
@@ -249,14 +252,18 @@ def generate_batched(
     weight = model.tok_emb.weight
     idx = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=weight.device)  # (batch, width)
     real = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in prompts], device=weight.device)
-    cache = KVCache(model.cfg, len(prompts), device=weight.device, dtype=amp_dtype or weight.dtype)
+    steps = min(max_new_tokens, context - width)
+    if isinstance(model, ModernModel):  # grouped key/value heads, sized for this call (its context is long)
+        cache = ModernKVCache(model.cfg, len(prompts), width + steps, device=weight.device, dtype=amp_dtype or weight.dtype)
+    else:
+        cache = KVCache(model.cfg, len(prompts), device=weight.device, dtype=amp_dtype or weight.dtype)
     new = [[] for _ in prompts]
     done = torch.zeros(len(prompts), dtype=torch.bool, device=weight.device)  # (batch,)
     was_training = model.training
     model.eval()
     with torch.autocast(weight.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = forward_padded(model, idx, cache, real)[:, -1]  # prefill: (batch, vocab_size)
-        for step in range(min(max_new_tokens, context - width)):
+        for step in range(steps):
             next_id = next_token(logits.float(), temperature, top_k, generator)  # (batch, 1)
             if eos_id is not None:
                 done |= next_id[:, 0] == eos_id
@@ -264,7 +271,7 @@ def generate_batched(
                 new[row].append(int(next_id[row]))
                 if on_token is not None:
                     on_token(row, int(next_id[row]))
-            if bool(done.all()) or step == min(max_new_tokens, context - width) - 1:
+            if bool(done.all()) or step == steps - 1:
                 break
             real = torch.cat([real, torch.ones_like(real[:, :1])], dim=1)  # (batch, tokens + 1)
             logits = forward_padded(model, next_id, cache, real)[:, -1]

@@ -2,11 +2,13 @@
 import pytest
 import torch
 
+from ch04_gpt_model import generate_text_simple
 from ch05_pretraining.modern_llms import (
     LLAMA32_1B,
     QWEN3_0_6B,
     GroupedQueryAttention,
     ModernConfig,
+    ModernKVCache,
     ModernModel,
     RMSNorm,
     apply_rope,
@@ -16,6 +18,8 @@ from ch05_pretraining.modern_llms import (
     rope_cos_sin,
     rope_inv_freq,
 )
+
+from ch07_instruction import generate_batched
 
 transformers = pytest.importorskip("transformers")
 
@@ -152,5 +156,56 @@ def test_rmsnorm_matches_transformers():
 def test_too_long_input_is_refused():
     model = ModernModel(ModernConfig(vocab_size=10, emb_dim=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8,
                                      hidden_dim=24, context_length=4))
-    with pytest.raises(ValueError, match="exceed context_length=4"):
+    with pytest.raises(ValueError, match="0 cached \\+ 5 new tokens exceed the 4 positions"):
         model(torch.zeros(1, 5, dtype=torch.long))
+    cache = ModernKVCache(model.cfg, 1, max_length=3)
+    model(torch.zeros(1, 2, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="2 cached \\+ 2 new tokens exceed the 3 positions"):
+        model(torch.zeros(1, 2, dtype=torch.long), cache=cache)
+
+
+@pytest.mark.parametrize("kind,overrides", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
+def test_greedy_tokens_are_the_same_with_and_without_the_kv_cache(kind, overrides):
+    hf, hf_config = hf_model(kind, seed=len(str(overrides)), **overrides)
+    ours = course_model(hf, hf_config)
+    idx = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(2))
+    plain = generate_text_simple(ours, idx, max_new_tokens=20, context_length=64)[:, 9:]  # no cache
+    cached = generate_batched(ours, idx.tolist(), max_new_tokens=20, eos_id=None)  # chapter 7's cached loop
+    assert cached == plain.tolist()
+    with torch.no_grad():  # and transformers' own greedy search on the same weights
+        theirs = hf.generate(idx, max_new_tokens=20, do_sample=False, min_new_tokens=20, pad_token_id=0)[:, 9:]
+    assert cached == theirs.tolist()
+
+
+def test_several_new_tokens_after_cached_ones_see_the_right_keys():
+    hf, hf_config = hf_model("qwen3", 3, **CASES[3][1])
+    ours = course_model(hf, hf_config)
+    idx = torch.randint(0, 97, (2, 15), generator=torch.Generator().manual_seed(3))
+    cache = ModernKVCache(ours.cfg, batch_size=2, max_length=15)
+    with torch.no_grad():
+        full = ours(idx)
+        parts = [ours(idx[:, :6], cache=cache), ours(idx[:, 6:7], cache=cache), ours(idx[:, 7:], cache=cache)]
+    assert cache.length == 15
+    assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+
+
+def test_the_cache_holds_only_the_shared_key_value_heads():
+    cfg = modern_config_from_hf(hf_model("llama", 0, **CASES[0][1])[1])
+    cache = ModernKVCache(cfg, batch_size=3, max_length=11, dtype=torch.bfloat16)
+    assert cache.keys[0].shape == (3, cfg.n_kv_heads, 11, cfg.head_dim) and len(cache.values) == cfg.n_layers
+    assert cache.nbytes == cfg.n_layers * 2 * 3 * cfg.n_kv_heads * 11 * cfg.head_dim * 2
+    assert ModernKVCache(cfg, 1).max_length == cfg.context_length
+
+
+@pytest.mark.parametrize("kind,overrides", [CASES[1], CASES[4]], ids=["llama-mqa-llama3", "qwen3-untied"])
+def test_left_padded_batches_give_each_prompt_its_own_answer(kind, overrides):
+    hf, hf_config = hf_model(kind, seed=5, **overrides)
+    ours = course_model(hf, hf_config)
+    gen = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(1, 97, (n,), generator=gen).tolist() for n in (3, 11, 7, 1)]
+    together = generate_batched(ours, prompts, max_new_tokens=12, eos_id=None, pad_id=0)
+    alone = [generate_batched(ours, [p], max_new_tokens=12, eos_id=None)[0] for p in prompts]
+    assert together == alone
+    sampled = [generate_batched(ours, prompts, 12, eos_id=None, pad_id=0, temperature=1.0,
+                                generator=torch.Generator().manual_seed(9)) for _ in range(2)]
+    assert sampled[0] == sampled[1] and sampled[0] != together  # seeded sampling: repeatable, not greedy
