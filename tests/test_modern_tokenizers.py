@@ -183,14 +183,16 @@ def test_gpt2_style_byte_level_pre_tokenizer(tmp_path):
 
 
 def test_merges_as_strings_load_like_merges_as_lists(qwen_json, tmp_path):
-    spec = json.loads(qwen_json.read_text(encoding="utf-8"))
-    assert isinstance(spec["model"]["merges"][0], list)  # what tokenizers 0.20+ writes
+    def as_strings(spec):  # "a b", as older files (and tokenizers before 0.20) write them
+        spec["model"]["merges"] = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
 
-    def as_strings(spec):
-        spec["model"]["merges"] = [" ".join(pair) for pair in spec["model"]["merges"]]
-    path = edit_json(qwen_json, tmp_path / "tokenizer.json", as_strings)
-    check_same_ids(path, TRICKY_TEXTS, normalize=True)
-    assert load_tokenizer_json(path).merges == load_tokenizer_json(qwen_json).merges
+    def as_lists(spec):  # [a, b], as tokenizers 0.20+ writes them
+        spec["model"]["merges"] = [m.split(" ") if isinstance(m, str) else m for m in spec["model"]["merges"]]
+    strings = edit_json(qwen_json, tmp_path / "strings.json", as_strings)
+    lists = edit_json(qwen_json, tmp_path / "lists.json", as_lists)
+    check_same_ids(strings, TRICKY_TEXTS, normalize=True)
+    check_same_ids(lists, TRICKY_TEXTS, normalize=True)
+    assert load_tokenizer_json(strings).merges == load_tokenizer_json(lists).merges
 
 
 @pytest.mark.parametrize("ignore_merges", [False, True])
