@@ -407,17 +407,12 @@ def _special_id(tokenizer: BPETokenizer, token: str, chat_format: str) -> int:
 
 
 def _encode_template(tokenizer: BPETokenizer, parts: list[int | str]) -> list[int]:
-    """Ids of a template: ints are special-token ids, each run of text between them is encoded as one string."""
+    """Ids of a template: ints are special-token ids, each str (all the text between two of them) is encoded."""
     ids: list[int] = []
-    text: list[str] = []
-    for part in [*parts, None]:
+    for part in parts:
         if isinstance(part, str):
-            text.append(part)
-            continue
-        if text:
-            ids.extend(tokenizer.encode_ordinary("".join(text)))  # ordinary: typed "<|eot_id|>" stays text
-            text = []
-        if part is not None:
+            ids.extend(tokenizer.encode_ordinary(part))  # ordinary: a typed "<|eot_id|>" stays text
+        else:
             ids.append(part)
     return ids
 
