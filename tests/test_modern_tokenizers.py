@@ -497,3 +497,28 @@ def test_stop_token_ids(qwen, llama):
         stop_token_ids(qwen[1], "gpt2")
     with pytest.raises(ValueError, match="none of the stop tokens"):
         stop_token_ids(qwen[1], "llama")
+
+
+def test_gpt2_published_vocabulary_as_a_tokenizer_json(gpt2_bpe, gpt2_tokenizer, tmp_path):
+    """A real-size file: GPT-2's 50,257 tokens and 50,000 merges, written in tokenizer.json's format."""
+    spec = {
+        "version": "1.0",
+        "added_tokens": [{"id": 50256, "content": "<|endoftext|>", "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": True, "special": True}],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False,
+                  "vocab": {**gpt2_bpe.encoder, "<|endoftext|>": 50256},
+                  "merges": [f"{a} {b}" for a, b in gpt2_bpe.merges]},
+    }
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    hf, ours = references(path)
+    assert ours.vocab_size == hf.get_vocab_size() == 50257
+    for text in [*TRICKY_TEXTS, "a <|endoftext|> b"]:
+        expected = gpt2_tokenizer.encode(text, allowed_special="all")
+        assert hf.encode(text, add_special_tokens=False).ids == expected, text
+        assert ours.encode(text, allowed_special="all") == expected, text
