@@ -9,7 +9,9 @@ What changes:
   "(hello"), keep line breaks apart from the text around them and match "'s", "'LL" in any case. Qwen2/Qwen3
   split digits one by one (`\\p{N}`), Llama 3 in groups of up to three (`\\p{N}{1,3}`): "12345" is five
   pieces for Qwen, "123" + "45" for Llama.
-- Qwen normalises the text to Unicode NFC first, so "e" + a combining acute accent becomes "é".
+- Qwen normalises the text to Unicode NFC first, so "e" + a combining acute accent becomes "é". (Python's
+  unicodedata and `tokenizers` may carry different Unicode versions: characters newer than one of the two
+  can normalise differently.)
 - The vocabularies are bigger (128,000 ordinary tokens for Llama 3, 151,643 for Qwen3) and come with
   special tokens that mark chat turns.
 
@@ -108,12 +110,14 @@ class ModernBPETokenizer(BPETokenizer):
         self.normalizer = normalizer
         self.ignore_merges = ignore_merges  # a piece that is a whole token skips the merges (tiktoken does so too)
         self.added_tokens = dict(added_tokens or {})  # non-special added tokens: text -> id, matched in any text
-        taken = set(self.encoder.values()) | set(self.special_tokens.values())
-        clash = sorted(set(self.added_tokens.values()) & taken)
-        if clash or set(self.added_tokens) & set(self.special_tokens):
-            raise ValueError(f"added tokens must differ from the other tokens in text and id; {clash[:3] or 'a text'} is both")
+        clash = sorted(set(self.added_tokens.values()) & (set(self.encoder.values()) | set(self.special_tokens.values())))
+        if clash:
+            raise ValueError(f"added-token ids must differ from the other ids; {clash[:3]} are taken")
+        both = sorted(set(self.added_tokens) & set(self.special_tokens))
+        if both:
+            raise ValueError(f"{both[0]!r} is both a special token and a non-special added token")
         self.id_to_bytes.update({i: token.encode("utf-8") for token, i in self.added_tokens.items()})
-        longest_first = sorted(self.added_tokens, key=len, reverse=True)  # "</think>" before "<think>" at one spot
+        longest_first = sorted(self.added_tokens, key=len, reverse=True)  # leftmost-longest match, as tokenizers
         self.added_splitter = regex.compile("(" + "|".join(map(regex.escape, longest_first)) + ")") if longest_first else None
 
     @property
