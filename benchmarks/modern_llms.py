@@ -89,7 +89,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ch04_gpt_model import GPTConfig, GPTModel
+from ch04_gpt_model import GPTConfig, GPTModel, tie_weights
 from ch05_pretraining import (
     MasterWeightAdamW,
     autocast_dtype,
@@ -463,8 +463,7 @@ def train_configs(tiny: bool, context_length: int) -> tuple[GPTConfig, ModernCon
                         n_kv_heads=max(1, heads // KV_GROUP), head_dim=d // heads, hidden_dim=1,
                         context_length=context_length, rope_theta=500_000.0, tie_embeddings=True, norm_eps=1e-5)
     with torch.device("meta"):
-        untied = GPTModel(gpt)
-        gpt_params = sum(p.numel() for p in untied.parameters()) - untied.out_head.weight.numel()  # tied count
+        gpt_params = sum(p.numel() for p in tie_weights(GPTModel(gpt)).parameters())  # a shared tensor counts once
         rest = sum(p.numel() for p in ModernModel(base).parameters()) - 3 * d * base.n_layers  # all but SwiGLU
     step = 8 if tiny else 64  # a round width, as published models have
     hidden = round((gpt_params - rest) / (3 * d * base.n_layers) / step) * step  # 3 matrices of d x hidden per layer
