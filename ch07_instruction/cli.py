@@ -9,6 +9,11 @@ Hand-written infrastructure (not generated from a notebook). It wires chapter 7'
     python -m ch07_instruction generate questions.json --model runs/instruct --out answers.json
     python -m ch07_instruction evaluate answers.json [--model runs/instruct]   # ROUGE-L, loss, and the judge if set
     python -m ch07_instruction chat --model runs/instruct                   # type instructions, watch the answer
+    python -m ch07_instruction chat --model Qwen/Qwen3-0.6B                 # a published chat model (chapter 5's bonus)
+
+`generate`, `evaluate --model` and `chat` also take a published Llama 3 / Qwen3 chat model: a Hugging Face Hub
+name (downloaded once into the Hugging Face cache; HF_ENDPOINT picks a mirror) or a folder holding its
+config.json, safetensors and tokenizer.json (see ch07_instruction/assistant.py).
 
 Files in finetune's --out: config.json + model.safetensors (Hugging Face GPT-2 format), instruction.json (the
 prompt style), train_state.pt (for --resume), run_args.json (the settings, checked on --resume), history.json.
@@ -55,6 +60,7 @@ from ch05_pretraining.cli_tools import (
 )
 from ch05_pretraining.pretrained import is_gpt2_size, load_base_model
 from ch06_classification import apply_lora, merge_lora
+from ch07_instruction.assistant import ChatModel, is_chat_model, load_chat_model
 from ch07_instruction.instruction import (
     PROMPT_STYLES,
     INSTRUCTION_CONFIG,
@@ -65,6 +71,7 @@ from ch07_instruction.instruction import (
     answer_loss,
     format_prompt,
     generate_batched,
+    generate_in_batches,
     instruction_collate,
     instruction_loss,
     judge_responses,
@@ -83,6 +90,10 @@ RESUME_KEYS = ("data_sha256", "model", "style", "epochs", "lr", "batch_size", "v
                "lora_alpha", "smoke", "seed")
 SMOKE_RECORDS = 16  # --smoke trains on the first 16 records for 2 steps
 PRODUCTS = ("model.safetensors", "config.json", INSTRUCTION_CONFIG, "history.json")  # what finetune saves at the end
+
+
+_MODEL_HELP = ("a folder written by finetune, or a published chat model: a Hub name such as Qwen/Qwen3-0.6B or "
+               "meta-llama/Llama-3.2-1B-Instruct, or a folder with its config.json, safetensors and tokenizer.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="answer a JSON file of instructions, write the records with responses")
     gen.add_argument("data", type=Path, help="JSON list of records with 'instruction' (and optional 'input')")
-    gen.add_argument("--model", type=Path, required=True, help="a folder written by finetune")
+    gen.add_argument("--model", required=True, help=_MODEL_HELP)
     gen.add_argument("--out", type=Path, required=True, help="JSON file to write (records + 'model_response')")
     _decoding_options(gen)
     gen.add_argument("--batch-size", type=int, default=16)
@@ -124,14 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="offline scores of a responses file, plus the judge if configured")
     ev.add_argument("data", type=Path, help="JSON written by generate (records with 'output' and 'model_response')")
-    ev.add_argument("--model", type=Path, default=None, help="also score the reference answers' loss and perplexity")
+    ev.add_argument("--model", default=None, help="also score the reference answers' loss and perplexity under "
+                    "this model: " + _MODEL_HELP)
     ev.add_argument("--no-judge", action="store_true", help="skip the judge even if LLMS_JUDGE_URL is set")
     ev.add_argument("--no-progress", action="store_true")
 
     chat = commands.add_parser("chat", help="type instructions in the terminal; the answer streams as it is written")
-    chat.add_argument("--model", type=Path, required=True, help="a folder written by finetune")
+    chat.add_argument("--model", required=True, help=_MODEL_HELP)
     _decoding_options(chat)
     for sub in (gen, chat):
+        sub.add_argument("--think", action="store_true", help="Qwen3 only: let it reason before it answers (slower)")
         sub.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     ft.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     return parser
@@ -205,11 +218,31 @@ def _check_prompts_fit(records: list[dict], tokenizer, style: str, context_lengt
 
 def _load_model_dir(folder: Path, device: torch.device):
     if not folder.is_dir():
-        raise UsageError(f"--model {folder}: no such folder (give a folder written by `{PROG} finetune`)")
+        raise UsageError(f"--model {folder}: no such folder (give a folder written by `{PROG} finetune`, or a chat "
+                         "model's Hub name such as Qwen/Qwen3-0.6B)")
     try:
         return load_instruction_model(folder, device)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(f"--model {folder}: {err}") from None
+
+
+def _load_chat_model(args: argparse.Namespace, device: torch.device) -> ChatModel:
+    """The --model chat model, in bfloat16 where the device computes it natively (half the memory), else float32."""
+    try:
+        chat = load_chat_model(args.model, device, dtype=autocast_dtype(device), thinking=getattr(args, "think", False))
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"--model {args.model}: {err}") from None
+    model = chat.model
+    print(f"loaded {chat.name}: {sum(p.numel() for p in model.parameters()):,} parameters in "
+          f"{model.tok_emb.weight.dtype}", flush=True)
+    return chat
+
+
+def _check_chat_prompts_fit(prompts: list[list[int]], context_length: int, path: Path) -> None:
+    for i, ids in enumerate(prompts):
+        if len(ids) >= context_length:
+            raise UsageError(f"{path}: record {i}'s prompt is {len(ids)} tokens, but the model's context_length is "
+                             f"{context_length}: shorten its instruction or input (nothing was written)")
 
 
 # --- finetune ------------------------------------------------------------------------------------------
@@ -278,7 +311,11 @@ def _generate(args: argparse.Namespace) -> None:
     records = _load_records(args.data, ("instruction",), not_blank=("instruction",))
     _check_out_file(args.out)
     device = cli_device(args.device)
-    model, style = _load_model_dir(args.model, device)
+    if is_chat_model(args.model):
+        return _generate_chat(args, records, device)
+    if args.think:
+        raise UsageError("--think is for Qwen3 chat models; this --model is a fine-tuned GPT")
+    model, style = _load_model_dir(Path(args.model), device)
     tokenizer = gpt2_tokenizer()
     _check_prompts_fit(records, tokenizer, style, model.cfg.context_length, args.data)
     args.out.parent.mkdir(parents=True, exist_ok=True)  # before the work, so that saving it cannot fail for want of it
@@ -290,17 +327,47 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"wrote {len(responses)} responses to {args.out}")
 
 
+def _generate_chat(args: argparse.Namespace, records: list[dict], device: torch.device) -> None:
+    """generate with a published chat model: each record as one user message in its chat template."""
+    chat = _load_chat_model(args, device)
+    prompts = [chat.record_prompt_ids(entry) for entry in records]
+    _check_chat_prompts_fit(prompts, chat.model.cfg.context_length, args.data)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    new = generate_in_batches(chat.model, prompts, args.batch_size, not args.no_progress,
+                              max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              eos_id=chat.eos_id, pad_id=chat.eos_id)
+    responses = [chat.answer_text(ids) for ids in new]
+    save_responses(records, responses, args.out)
+    print(f"wrote {len(responses)} responses to {args.out}")
+
+
+def _reference_loader(args: argparse.Namespace, records: list[dict], device: torch.device):
+    """(model, a loader of the records' prompt + reference answer, masked prompts) for the --model of evaluate."""
+    if is_chat_model(args.model):
+        chat = _load_chat_model(args, device)
+        items = []
+        for entry in records:
+            prompt = chat.record_prompt_ids(entry)
+            items.append((prompt + chat.tokenizer.encode(entry["output"], disallowed_special=()), len(prompt)))
+        _check_chat_prompts_fit([ids for ids, _ in items], chat.model.cfg.context_length, args.data)
+        collate = partial(instruction_collate, pad_id=chat.eos_id, mask_prompt=True,
+                          max_length=chat.model.cfg.context_length)
+        return chat.model, DataLoader(items, batch_size=8, collate_fn=collate)
+    model, style = _load_model_dir(Path(args.model), device)
+    tokenizer = gpt2_tokenizer()
+    _check_prompts_fit(records, tokenizer, style, model.cfg.context_length, args.data)
+    collate = partial(instruction_collate, mask_prompt=True, max_length=model.cfg.context_length)
+    return model, DataLoader(InstructionDataset(records, tokenizer, style), batch_size=8, collate_fn=collate)
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     records = _load_records(args.data, ("instruction", "output", "model_response"))
     scores = [rouge_l(r["model_response"], r["output"]) for r in records]
     print(f"{len(records)} responses: mean ROUGE-L {sum(scores) / len(scores):.3f}")
     if args.model is not None:
         device = torch.device("cpu")
-        model, style = _load_model_dir(args.model, device)
-        tokenizer = gpt2_tokenizer()
-        _check_prompts_fit(records, tokenizer, style, model.cfg.context_length, args.data)
-        collate = partial(instruction_collate, mask_prompt=True, max_length=model.cfg.context_length)
-        loader = DataLoader(InstructionDataset(records, tokenizer, style), batch_size=8, collate_fn=collate)
+        model, loader = _reference_loader(args, records, device)
         result = answer_loss(model, loader, device, autocast_dtype(device))
         print(f"reference answers under {args.model}: loss {result['loss']:.3f}, perplexity "
               f"{result['perplexity']:.1f} ({result['tokens']:,} tokens)")
@@ -332,10 +399,44 @@ class _Streamer:
         print(text[len(self.shown) :], end="", flush=True)
         self.shown = text
 
+    def finish(self) -> None:
+        """Print what is still held back (an answer can end inside a character: it shows as U+FFFD), then a newline."""
+        text = self.tokenizer.decode(self.ids)
+        print(text[len(self.shown) :], flush=True)
+
+
+def _chat_with(chat: ChatModel, args: argparse.Namespace, device: torch.device) -> None:
+    """A conversation with a published chat model: every turn is sent again with the history, answers stream."""
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    print(f"chatting with {chat.name}. Type a message; an empty line or Ctrl-D ends.")
+    messages = []
+    while True:
+        try:
+            text = input(">>> ").strip()
+        except EOFError:
+            print()
+            return
+        if not text:
+            return
+        messages.append({"role": "user", "content": text})
+        ids = chat.prompt_ids(messages)
+        if len(ids) >= chat.model.cfg.context_length:
+            print(f"(the conversation is {len(ids)} tokens; the model reads at most {chat.model.cfg.context_length - 1})")
+            return
+        streamer = _Streamer(chat.tokenizer)
+        new = generate_batched(chat.model, [ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                               eos_id=chat.eos_id, pad_id=chat.eos_id, generator=generator, on_token=streamer)
+        streamer.finish()
+        messages.append({"role": "assistant", "content": chat.answer_text(new[0])})
+
 
 def _chat(args: argparse.Namespace) -> None:
     device = cli_device(args.device)
-    model, style = _load_model_dir(args.model, device)
+    if is_chat_model(args.model):
+        return _chat_with(_load_chat_model(args, device), args, device)
+    if args.think:
+        raise UsageError("--think is for Qwen3 chat models; this --model is a fine-tuned GPT")
+    model, style = _load_model_dir(Path(args.model), device)
     tokenizer = gpt2_tokenizer()
     generator = torch.Generator(device=device).manual_seed(args.seed)
     print(f"chatting with {args.model} ({style} prompts). Type an instruction; an empty line or Ctrl-D ends.")
@@ -351,9 +452,10 @@ def _chat(args: argparse.Namespace) -> None:
         if len(ids) >= model.cfg.context_length:
             print(f"(that prompt is {len(ids)} tokens; the model reads at most {model.cfg.context_length - 1})")
             continue
+        streamer = _Streamer(tokenizer)
         generate_batched(model, [ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                         generator=generator, amp_dtype=autocast_dtype(device), on_token=_Streamer(tokenizer))
-        print()
+                         generator=generator, amp_dtype=autocast_dtype(device), on_token=streamer)
+        streamer.finish()
 
 
 def main(argv: list[str] | None = None) -> int:

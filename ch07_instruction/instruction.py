@@ -284,6 +284,19 @@ def extract_response(text: str) -> str:
     return re.split(r"\n*###", text, maxsplit=1)[0].strip()
 
 
+def generate_in_batches(model: nn.Module, prompts: Sequence[Sequence[int]], batch_size: int = 16,
+                        progress: bool = True, **options) -> list[list[int]]:
+    """generate_batched(model, batch, **options) over batches of prompts of similar length, in the prompts' order."""
+    check_positive_int("batch_size", batch_size)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths: little padding
+    new = [[] for _ in prompts]
+    for start in tqdm(range(0, len(order), batch_size), desc="answering", disable=not progress):
+        rows = order[start : start + batch_size]
+        for i, ids in zip(rows, generate_batched(model, [prompts[i] for i in rows], **options)):
+            new[i] = ids
+    return new
+
+
 def answer_instructions(
     model: GPTModel,
     entries: Sequence[dict],
@@ -297,21 +310,14 @@ def answer_instructions(
     progress: bool = True,
 ) -> list[str]:
     """The model's answer to each record, generated in batches of prompts of similar length, in the records' order."""
-    check_positive_int("batch_size", batch_size)
     prompts = [tokenizer.encode(format_prompt(e, style), disallowed_special=()) for e in entries]
     for i, ids in enumerate(prompts):
         if len(ids) >= model.cfg.context_length:
             raise ValueError(f"record {i}'s prompt is {len(ids)} tokens, but the model's context_length is "
                              f"{model.cfg.context_length}: shorten its instruction or input")
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers = [""] * len(prompts)
-    for start in tqdm(range(0, len(order), batch_size), desc="answering", disable=not progress):
-        rows = order[start : start + batch_size]
-        new = generate_batched(model, [prompts[i] for i in rows], max_new_tokens, temperature=temperature,
-                               top_k=top_k, amp_dtype=amp_dtype)
-        for i, ids in zip(rows, new):
-            answers[i] = extract_response(tokenizer.decode(ids))
-    return answers
+    new = generate_in_batches(model, prompts, batch_size, progress, max_new_tokens=max_new_tokens,
+                              temperature=temperature, top_k=top_k, amp_dtype=amp_dtype)
+    return [extract_response(tokenizer.decode(ids)) for ids in new]
 
 
 INSTRUCTION_CONFIG = "instruction.json"  # prompt style and provenance, beside the Hugging Face files
@@ -521,6 +527,7 @@ __all__ = [
     "next_token",
     "generate_batched",
     "extract_response",
+    "generate_in_batches",
     "answer_instructions",
     "INSTRUCTION_CONFIG",
     "save_responses",
