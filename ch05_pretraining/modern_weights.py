@@ -105,6 +105,8 @@ def _unavailable_message(repo: str, filename: str, cache_dir: str | Path | None,
         f"download {_FILES} from {page}/tree/main into a folder (e.g. models/{repo.split('/')[-1]}) "
         "and pass that folder"
     )
+    if "gated" in MODERN_MODELS.get(repo, ""):  # the files can be had only after accepting the licence
+        by_hand = f"accept its licence at {page}, then " + by_hand
     if isinstance(err, GatedRepoError) or (
         isinstance(err, HfHubHTTPError)
         and not isinstance(err, RepositoryNotFoundError)

@@ -183,5 +183,17 @@ def test_offline_chat_says_in_one_line_what_to_download_and_where(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     for needed in ("Qwen/Qwen3-0.6B", "https://huggingface.co/Qwen/Qwen3-0.6B", "config.json", "tokenizer.json",
-                   "HF_HUB_OFFLINE", "folder"):
+                   "HF_HUB_OFFLINE", "folder", "HF_ENDPOINT"):
         assert needed in lines[0], needed
+    assert "licence" not in lines[0]
+    result = subprocess.run([sys.executable, "-m", "ch07_instruction", "generate", "x.json", "--model",
+                             "meta-llama/Llama-3.2-1B-Instruct", "--out", "y.json"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and "x.json: no such file" in result.stderr  # the records are checked first
+    (tmp_path / "x.json").write_text(json.dumps(RECORDS), encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "ch07_instruction", "generate", "x.json", "--model",
+                             "meta-llama/Llama-3.2-1B-Instruct", "--out", "y.json"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "accept its licence at https://huggingface.co/meta-llama/Llama-3.2-1B-Instruct" in result.stderr
+    assert not (tmp_path / "y.json").exists()  # no answers file

@@ -142,6 +142,11 @@ CASES: list[Case] = [
     ch07("chat: --top-k 0", CHAT + " --top-k 0", "--top-k must be >= 1, got 0"),
     ch07("chat: --max-new-tokens 0", CHAT + " --max-new-tokens 0", "--max-new-tokens must be >= 1"),
     ch07("chat: --model missing", CHAT, "--model {tmp}/no-model: no such folder"),
+    ch07("chat: --think with a Llama model", "chat --model {tmp}/llama --think", "only Qwen3 has a thinking mode"),
+    ch07("generate: --think with a fine-tuned GPT", GEN.replace("no-model", "prev7") + " --think",
+         "--think is for Qwen3 chat models"),
+    Case("ch07_instruction", "chat: a chat model not downloaded, offline", ("chat", "--model", "Qwen/Qwen3-0.6B"),
+         "Qwen/Qwen3-0.6B (config.json) is not in the Hugging Face cache", status=1),
     ch07("no command", "", "the following arguments are required: command"),
 ]
 
@@ -184,6 +189,9 @@ def write_files(tmp: Path) -> None:
     shutil.copytree(prev5, garbled5)
     (garbled5 / "run_args.json").write_text(json.dumps(record, indent=1)[:40], encoding="utf-8")
 
+    (tmp / "llama").mkdir()  # the start of a Llama 3 checkpoint folder
+    (tmp / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}), encoding="utf-8")
+
     prev7 = tmp / "prev7"  # what `finetune data.json --model gpt2` leaves
     prev7.mkdir()
     args = instruction_cli.build_parser().parse_args(["finetune", str(tmp / "data.json"), "--out", str(prev7),
@@ -212,7 +220,17 @@ def run_cli(cli: str, argv: list[str]) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
+@pytest.fixture
+def offline_hub(tmp_path_factory, monkeypatch):
+    """No network and an empty Hugging Face cache (outside the folder under test), whatever the environment says."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("empty-hf-cache")))
+
+
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.cli}: {c.name}" for c in CASES])
+@pytest.mark.usefixtures("offline_hub")
 def test_bad_input_is_one_clear_line_and_changes_nothing(case: Case, tmp_path: Path):
     write_files(tmp_path)
     before = snapshot(tmp_path)
