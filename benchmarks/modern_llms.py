@@ -63,7 +63,10 @@ Two measurements, one run (`generation`, `training`, or both by default):
    activations), the loss at the first and last step, and the ratio Llama-style / GPT-2-style.
 
 Every process sets torch.set_num_threads(--threads) (default: every core this process may use), the
-same for all sides. Timings vary with other processes: measure on a quiet machine.
+same for all sides. Timings vary with other processes: measure on a quiet machine. On a busy one, give
+fewer threads than there are idle cores: a parallel operator waits for its slowest thread, and a thread
+without a free core waits for a scheduler tick (a 2-core machine with one core taken: a bfloat16
+(1 x 1024) @ (1024 x 3072) product took 4 ms with 2 threads, 0.18 ms with 1).
 
     python benchmarks/modern_llms.py                      # both parts, full size (about 5 min on 2 cores)
     python benchmarks/modern_llms.py generation --repeats 1
@@ -650,8 +653,10 @@ def main(argv: list[str] | None = None) -> int:
     start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":  # import the libraries once, then fork a fresh process per side
-        ctx.set_forkserver_preload(["torch", "torch._dynamo", "ch04_gpt_model", "ch05_pretraining",
-                                    "ch07_instruction", "transformers.models.qwen3.modeling_qwen3"])
+        preload = ["torch", "torch._dynamo", "ch04_gpt_model", "ch05_pretraining", "ch07_instruction"]  # dynamo: AdamW
+        if args.part != "training":
+            preload.append("transformers.models.qwen3.modeling_qwen3")
+        ctx.set_forkserver_preload(preload)
     ok = True
     try:
         if args.part in ("all", "generation"):
