@@ -650,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.python_version()} | {args.threads} threads in every process (torch.set_num_threads) | "
           f"generation dtype {args.dtype} | training dtype {str(autocast_dtype('cpu') or 'float32').removeprefix('torch.')}")
 
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
+        print(f"warning: load average {os.getloadavg()[0]:.1f}: other processes are running, so the timings will be "
+              "noisy; measure on a quiet machine, or give fewer --threads than idle cores")
     start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":  # import the libraries once, then fork a fresh process per side
