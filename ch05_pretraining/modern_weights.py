@@ -101,6 +101,8 @@ def _unavailable_message(repo: str, filename: str, cache_dir: str | Path | None,
     """One line: why filename of repo could not be had, and what to do about it."""
     page, endpoint = f"{HUB_PAGE}/{repo}", hf_constants.ENDPOINT
     cache = Path(cache_dir) if cache_dir is not None else Path(hf_constants.HF_HUB_CACHE)
+    if cache.is_relative_to(Path.home()):  # ~/.cache/huggingface/hub: the same words on every machine
+        cache = "~" / cache.relative_to(Path.home())
     by_hand = (
         f"download {_FILES} from {page}/tree/main into a folder (e.g. models/{repo.split('/')[-1]}) "
         "and pass that folder"
