@@ -33,8 +33,9 @@ block as the text "<think>\\n\\n</think>\\n\\n", which the tokenizer turns into 
 
 Chat templates are written out by hand (no jinja). The text between two special tokens is encoded as one
 string, as the reference tokenizer sees the rendered template: "\\n\\n" + content is one stretch of text in
-Llama 3's format, "user\\n" + content in Qwen3's. Not reproduced: tool calls and images, and the date lines
-that the Llama 3.1/3.2 Instruct template writes into its system header.
+Llama 3's format, "user\\n" + content in Qwen3's. Not reproduced: tool calls and images, and the system turn
+that the Llama 3.1/3.2 Instruct template writes when a conversation has none ("Cutting Knowledge Date: ...
+Today Date: ..."): `llama3_chat_ids` writes only the messages it is given.
 
     tokenizer = load_modern_tokenizer("checkpoints/Qwen3-0.6B")
     ids = qwen3_chat_ids(tokenizer, [{"role": "user", "content": "Hi!"}], enable_thinking=False)

@@ -55,7 +55,7 @@ from ch05_pretraining.gpt2_weights import (
 )
 from ch05_pretraining.modern_llms import ModernModel, _hf_names, modern_config_from_hf, rope_cos_sin, rope_inv_freq
 
-__all__ = ["MODERN_MODELS", "SUPPORTED_MODEL_TYPES", "is_hub_name", "download_modern", "load_modern"]
+__all__ = ["MODERN_MODELS", "SUPPORTED_MODEL_TYPES", "is_hub_name", "hub_config", "download_modern", "load_modern"]
 
 MODERN_MODELS: dict[str, str] = {  # the Hub names the course knows and tests with; any other "owner/name" works too
     "Qwen/Qwen3-0.6B": "Qwen3 0.6B (2025): 28 layers, GQA 16/8 heads, QK-norm, tied head; open, about 1.5 GB",
@@ -107,7 +107,7 @@ def _unavailable_message(repo: str, filename: str, cache_dir: str | Path | None,
         f"download {_FILES} from {page}/tree/main into a folder (e.g. models/{repo.split('/')[-1]}) "
         "and pass that folder"
     )
-    if "gated" in MODERN_MODELS.get(repo, ""):  # the files can be had only after accepting the licence
+    if repo.startswith("meta-llama/"):  # Meta's repositories are gated: files only after accepting the licence
         by_hand = f"accept its licence at {page}, then " + by_hand
     if isinstance(err, GatedRepoError) or (
         isinstance(err, HfHubHTTPError)
@@ -155,6 +155,11 @@ def _hub_file(repo: str, filename: str, cache_dir: str | Path | None) -> Path:
 def _is_absent(err: WeightsUnavailableError) -> bool:
     """True if the file behind err does not exist (on the Hub, or in the cache when offline)."""
     return isinstance(err.__cause__, EntryNotFoundError)
+
+
+def hub_config(repo: str, cache_dir: str | Path | None = None) -> dict:
+    """config.json of a Hub repository, fetched alone (small): to check a model before its weights come."""
+    return json.loads(_hub_file(repo, CONFIG_NAME, cache_dir).read_text(encoding="utf-8"))
 
 
 def download_modern(repo: str, cache_dir: str | Path | None = None) -> Path:

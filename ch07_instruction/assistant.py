@@ -25,11 +25,11 @@ import torch
 
 from ch05_pretraining.modern_llms import ModernModel
 from ch05_pretraining.modern_tokenizers import CHAT_FORMATS, load_modern_tokenizer, stop_token_ids
-from ch05_pretraining.modern_weights import SUPPORTED_MODEL_TYPES, download_modern, is_hub_name, load_modern
+from ch05_pretraining.modern_weights import SUPPORTED_MODEL_TYPES, download_modern, hub_config, is_hub_name, load_modern
 
 __all__ = ["ChatModel", "is_chat_model", "load_chat_model"]
 
-_THINKING = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)  # Qwen3's reasoning before the answer
+_THINKING = re.compile(r"^\s*<think>.*?(</think>\s*|$)", re.DOTALL)  # Qwen3's reasoning (cut short: all of it)
 
 
 @dataclass
@@ -51,6 +51,11 @@ class ChatModel:
         """The token that ends the assistant's turn (<|eot_id|> for Llama 3, <|im_end|> for Qwen3)."""
         return stop_token_ids(self.tokenizer, self.model_type)[0]
 
+    def _until_stop(self, ids: list[int]) -> list[int]:
+        """ids up to the first of the family's other stop tokens (e.g. Llama 3's <|end_of_text|>), if any."""
+        stops = set(stop_token_ids(self.tokenizer, self.model_type))
+        return next((ids[:i] for i, token in enumerate(ids) if token in stops), ids)
+
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """Token ids of a conversation, ending with the header of the assistant's next turn."""
         if self.model_type == "qwen3":
@@ -63,8 +68,8 @@ class ChatModel:
         return self.prompt_ids([{"role": "user", "content": content}])
 
     def answer_text(self, ids: list[int]) -> str:
-        """The answer in generated ids, without a thinking block."""
-        return _THINKING.sub("", self.tokenizer.decode(ids)).strip()
+        """The answer in generated ids, up to a stop token and without a thinking block (an unfinished one is all thinking)."""
+        return _THINKING.sub("", self.tokenizer.decode(self._until_stop(ids))).strip()
 
 
 def _model_type(folder: Path) -> str | None:
@@ -87,10 +92,13 @@ def is_chat_model(value: str | Path) -> bool:
 def load_chat_model(value: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                     thinking: bool = False) -> ChatModel:
     """A Hub name (downloaded into the Hugging Face cache) or a checkpoint folder, as a ChatModel in eval mode."""
-    folder = Path(value) if Path(value).is_dir() else download_modern(str(value))
-    model_type = _model_type(folder)
-    if thinking and model_type != "qwen3":  # before the slow part
+    local = Path(value).is_dir()
+    model_type = _model_type(Path(value)) if local else hub_config(str(value)).get("model_type")  # config.json only
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"{value} is a {model_type!r} model; chat models must be one of {', '.join(SUPPORTED_MODEL_TYPES)}")
+    if thinking and model_type != "qwen3":  # both checked before the weights are downloaded
         raise ValueError(f"{value} is a {model_type} model; only Qwen3 has a thinking mode (drop --think)")
+    folder = Path(value) if local else download_modern(str(value))
     tokenizer = load_modern_tokenizer(folder)
     model = load_modern(folder, device=device, dtype=dtype)
     return ChatModel(model, tokenizer, model_type, str(value), thinking)

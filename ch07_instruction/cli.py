@@ -229,7 +229,9 @@ def _load_model_dir(folder: Path, device: torch.device):
 def _load_chat_model(args: argparse.Namespace, device: torch.device) -> ChatModel:
     """The --model chat model, in bfloat16 where the device computes it natively (half the memory), else float32."""
     try:
-        chat = load_chat_model(args.model, device, dtype=autocast_dtype(device), thinking=getattr(args, "think", False))
+        native_bf16 = autocast_dtype(device) == torch.bfloat16  # (float16 weights could overflow: never those)
+        chat = load_chat_model(args.model, device, dtype=torch.bfloat16 if native_bf16 else None,
+                               thinking=getattr(args, "think", False))
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(f"--model {args.model}: {err}") from None
     model = chat.model
@@ -421,7 +423,8 @@ def _chat_with(chat: ChatModel, args: argparse.Namespace, device: torch.device) 
         messages.append({"role": "user", "content": text})
         ids = chat.prompt_ids(messages)
         if len(ids) >= chat.model.cfg.context_length:
-            print(f"(the conversation is {len(ids)} tokens; the model reads at most {chat.model.cfg.context_length - 1})")
+            print(f"(the conversation is {len(ids)} tokens; the model reads at most {chat.model.cfg.context_length - 1}: "
+                  "start a new chat)")
             return
         streamer = _Streamer(chat.tokenizer)
         new = generate_batched(chat.model, [ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

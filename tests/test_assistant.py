@@ -197,3 +197,41 @@ def test_offline_chat_says_in_one_line_what_to_download_and_where(tmp_path):
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "accept its licence at https://huggingface.co/meta-llama/Llama-3.2-1B-Instruct" in result.stderr
     assert not (tmp_path / "y.json").exists()  # no answers file
+
+
+def test_an_answer_ends_at_any_stop_token_and_unfinished_thinking_is_dropped(qwen3_folder):
+    chat = load_chat_model(qwen3_folder, thinking=True)
+    tok = chat.tokenizer
+    ids = tok.encode("Paris.", allowed_special="all") + [tok.special_tokens["<|endoftext|>"]] + tok.encode(" more")
+    assert chat.answer_text(ids) == "Paris."  # <|endoftext|> stops a Qwen3 answer too, not only <|im_end|>
+    assert chat.answer_text(tok.encode("<think>\nstill thinking when the tokens ran out")) == ""
+
+
+def test_a_hub_model_is_checked_from_its_config_before_the_weights_come(monkeypatch):
+    import ch07_instruction.assistant as assistant
+
+    def no_download(repo, cache_dir=None):
+        raise AssertionError("the weights must not be downloaded")
+
+    monkeypatch.setattr(assistant, "download_modern", no_download)
+    monkeypatch.setattr(assistant, "hub_config", lambda repo: {"model_type": "mistral"})
+    with pytest.raises(ValueError, match="'mistral' model; chat models must be one of llama, qwen3"):
+        load_chat_model("mistralai/Mistral-7B-Instruct-v0.3")
+    monkeypatch.setattr(assistant, "hub_config", lambda repo: {"model_type": "llama"})
+    with pytest.raises(ValueError, match="only Qwen3 has a thinking mode"):
+        load_chat_model("meta-llama/Llama-3.2-1B-Instruct", thinking=True)
+
+
+@pytest.mark.parametrize("autocast,expected", [(torch.bfloat16, torch.bfloat16), (torch.float16, None), (None, None)])
+def test_chat_models_load_in_bfloat16_only_where_it_is_native(monkeypatch, autocast, expected):
+    seen = {}
+
+    def fake_load(value, device, dtype=None, thinking=False):
+        seen["dtype"] = dtype
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cli, "autocast_dtype", lambda device: autocast)
+    monkeypatch.setattr(cli, "load_chat_model", fake_load)
+    with pytest.raises(cli.UsageError, match="stop here"):
+        cli._load_chat_model(cli.build_parser().parse_args(["chat", "--model", "Qwen/Qwen3-0.6B"]), torch.device("cpu"))
+    assert seen["dtype"] is expected  # float16 weights could overflow: float32 instead
