@@ -36,7 +36,8 @@ def test_a_tiny_run_prints_both_ratios_and_both_generators_agree(bench, capsys):
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("course ", "transformers "))}
     assert set(rows) == {"course", "transformers"}
     assert all(float(row[3]) > 0 for row in rows.values())  # tokens/s
-    assert "profile: 2 decode steps per side" in out and "aten::mm" in out
+    # the rows are the 15 operators whose times differ most, so which ones appear depends on the run
+    assert "profile: 2 decode steps per side" in out and re.search(r"^  aten::\w+ +\d+\.\d\d", out, re.M)
     assert "goal within 2%: met" in out
 
 
