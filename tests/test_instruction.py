@@ -1,5 +1,6 @@
 """Tests of chapter 7's summary module (ch07_instruction/instruction.py)."""
 import http.server
+import inspect
 import json
 import math
 import os
@@ -858,3 +859,27 @@ def test_judge_timeout_whatever_its_message(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     with pytest.raises(JudgeError, match="did not answer within 5 s"):
         Judge("http://127.0.0.1:1", "m", timeout=5).score(ENTRY_IN, "x")
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_answer_instructions_shows_a_progress_bar_only_when_asked(tokenizer, capsys, progress):
+    answer_instructions(tiny_model(context_length=256), [ENTRY_NO_IN], tokenizer, max_new_tokens=1, progress=progress)
+    assert ("answering" in capsys.readouterr().err) == progress
+
+
+def test_answer_instructions_defaults_are_the_documented_ones(tokenizer, monkeypatch):
+    import ch07_instruction.instruction as module
+
+    seen = {}
+    real = module.generate_in_batches
+
+    def spy(model, prompts, batch_size=16, progress=True, **options):  # the defaults, passed on or not
+        seen.update(batch_size=batch_size, progress=progress, **options)
+        return real(model, prompts, batch_size, False, **{**options, "max_new_tokens": 1})
+
+    monkeypatch.setattr(module, "generate_in_batches", spy)
+    answer_instructions(tiny_model(context_length=512), [ENTRY_NO_IN], tokenizer)
+    assert seen == {"batch_size": 16, "progress": True, "max_new_tokens": 256, "temperature": 0.0, "top_k": None,
+                    "amp_dtype": None}
+    defaults = inspect.signature(real).parameters  # and generate_in_batches' own, for callers such as the CLI
+    assert (defaults["batch_size"].default, defaults["progress"].default) == (16, True)

@@ -209,3 +209,22 @@ def test_left_padded_batches_give_each_prompt_its_own_answer(kind, overrides):
     sampled = [generate_batched(ours, prompts, 12, eos_id=None, pad_id=0, temperature=1.0,
                                 generator=torch.Generator().manual_seed(9)) for _ in range(2)]
     assert sampled[0] == sampled[1] and sampled[0] != together  # seeded sampling: repeatable, not greedy
+
+
+@pytest.mark.parametrize("weights,amp", [(torch.bfloat16, None), (torch.float32, torch.bfloat16), (torch.float32, None)])
+def test_generate_batched_keeps_the_cache_in_the_compute_dtype(monkeypatch, weights, amp):
+    import ch07_instruction.instruction as instruction
+
+    made = []
+
+    class Recording(ModernKVCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(instruction, "ModernKVCache", Recording)
+    hf, hf_config = hf_model("qwen3", 0, **CASES[3][1])
+    ours = course_model(hf, hf_config).to(weights)
+    new = generate_batched(ours, [[1, 2, 3], [4, 5]], max_new_tokens=4, eos_id=None, pad_id=0, amp_dtype=amp)
+    assert [len(ids) for ids in new] == [4, 4]
+    assert made[0].keys[0].dtype == (amp or weights) and made[0].max_length == 3 + 4  # prompt width + new tokens
