@@ -883,3 +883,15 @@ def test_answer_instructions_defaults_are_the_documented_ones(tokenizer, monkeyp
                     "amp_dtype": None}
     defaults = inspect.signature(real).parameters  # and generate_in_batches' own, for callers such as the CLI
     assert (defaults["batch_size"].default, defaults["progress"].default) == (16, True)
+
+
+@pytest.mark.parametrize("progress", [True, False, None])
+def test_judge_responses_shows_a_progress_bar_unless_told_not_to(fake_judge, capsys, progress):
+    class Fixed(Judge):
+        def chat(self, prompt):
+            return "Score: 50"
+
+    judge = Fixed(judge_url(fake_judge), "judge-model")
+    kwargs = {} if progress is None else {"progress": progress}  # None: the default, a bar
+    assert judge_responses(judge, [ENTRY_IN], ["a"], **kwargs) == ([50], [])
+    assert ("judging" in capsys.readouterr().err) == (progress is not False)
