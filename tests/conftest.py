@@ -89,3 +89,14 @@ def disk_full_halfway(monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Path, "write_text", disk_full)
+
+
+@pytest.fixture
+def hub_offline(monkeypatch, tmp_path):
+    """Offline mode with an empty Hub cache; huggingface_hub reads HF_HUB_OFFLINE at import, so patch both."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"

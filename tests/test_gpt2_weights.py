@@ -6,7 +6,6 @@ The checkpoints are tiny, randomly initialised `transformers.GPT2LMHeadModel`s w
 import json
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -404,15 +403,6 @@ def test_missing_files_are_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(GPT2Config(**HF_TINY).to_dict()))
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_gpt2(tmp_path)
-
-
-@pytest.fixture
-def hub_offline(monkeypatch, tmp_path):
-    """Offline mode with an empty Hub cache; huggingface_hub reads HF_HUB_OFFLINE at import, so patch both."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    return tmp_path / "hub"
 
 
 @pytest.mark.parametrize("name, repo", [("124M", "openai-community/gpt2"), ("gpt2-xl", "openai-community/gpt2-xl")])

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import httpx2
-import huggingface_hub.constants
 import pytest
 import torch
 from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -223,15 +222,6 @@ def test_is_hub_name(tmp_path, monkeypatch):
 
 
 # --- the Hub, offline and faked ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def hub_offline(monkeypatch, tmp_path):
-    """Offline mode with an empty Hub cache; huggingface_hub reads HF_HUB_OFFLINE at import, so patch both."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    return tmp_path / "hub"
 
 
 def test_offline_download_says_in_one_line_how_to_get_the_files(hub_offline, tmp_path):
